@@ -1,0 +1,145 @@
+"""Every exception podstack raises, in one tree.
+
+``PodstackError`` is the root; catch it to handle anything this package raises.
+The names of seed 000 (``AuthenticationError``, ``GPUNotAvailableError``,
+``RateLimitError``, ``ExecutionTimeoutError``) are kept; the rest say what went
+wrong in the notebook's own terms.
+
+    PodstackError
+    ├── ConfigurationError          bad settings (init(), PODSTACK_* variables, config file)
+    ├── AuthenticationError         the server refused the API key
+    ├── RateLimitError              the server asked us to slow down (.retry_after seconds)
+    ├── GPUNotAvailableError        the requested GPUs cannot be had (.available lists what can)
+    ├── EnvironmentBuildError       a --pip / --requirements environment failed to build
+    ├── SerializationError          a variable cannot travel to or from a session (.name, .type_name)
+    ├── ExecutionTimeoutError       a remote execution ran past its timeout (.execution_id)
+    ├── RemoteExecutionError        the remote code raised (.ename, .evalue, .traceback)
+    ├── SessionDiedError            the remote kernel died; its state is lost
+    ├── InvalidArgumentError        (also a ValueError) an argument is out of range or malformed
+    └── NotFoundError               (also a LookupError) something asked for does not exist
+        ├── ExperimentNotFoundError
+        ├── RunNotFoundError
+        ├── ModelNotFoundError
+        └── ArtifactNotFoundError
+    └── ArtifactIntegrityError      a stored blob does not match its recorded digest
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PodstackError",
+    "ConfigurationError",
+    "AuthenticationError",
+    "RateLimitError",
+    "GPUNotAvailableError",
+    "EnvironmentBuildError",
+    "SerializationError",
+    "ExecutionTimeoutError",
+    "RemoteExecutionError",
+    "SessionDiedError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "ExperimentNotFoundError",
+    "RunNotFoundError",
+    "ModelNotFoundError",
+    "ArtifactNotFoundError",
+    "ArtifactIntegrityError",
+]
+
+
+class PodstackError(Exception):
+    """Root of every podstack error. ``.message`` holds the human-readable text."""
+
+    def __init__(self, message: str = "", **details):
+        super().__init__(message)
+        self.message = message
+        for key, value in details.items():
+            setattr(self, key, value)
+
+
+class ConfigurationError(PodstackError):
+    """A setting (init() argument, PODSTACK_* variable or config file entry) is invalid."""
+
+
+class AuthenticationError(PodstackError):
+    """The server refused the API key: check ``podstack.init(api_key=...)`` or PODSTACK_API_KEY."""
+
+
+class RateLimitError(PodstackError):
+    """The server is rate limiting this client; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str = "", retry_after: float | None = None):
+        super().__init__(message, retry_after=retry_after)
+
+
+class GPUNotAvailableError(PodstackError):
+    """The requested GPUs cannot be allocated. ``available`` describes what can be."""
+
+    def __init__(self, message: str = "", available: dict | None = None):
+        super().__init__(message, available=available or {})
+
+
+class EnvironmentBuildError(PodstackError):
+    """Building a session's package environment (``pip=``/``requirements=``) failed."""
+
+
+class SerializationError(PodstackError):
+    """A variable cannot be sent to (or brought back from) a GPU session."""
+
+    def __init__(self, message: str = "", name: str | None = None, type_name: str | None = None):
+        super().__init__(message, name=name, type_name=type_name)
+
+
+class ExecutionTimeoutError(PodstackError):
+    """A remote execution ran longer than its ``timeout``; the remote was interrupted."""
+
+    def __init__(self, message: str = "", execution_id: str | None = None, timeout: float | None = None):
+        super().__init__(message, execution_id=execution_id, timeout=timeout)
+
+
+class RemoteExecutionError(PodstackError):
+    """The code raised inside the remote session.
+
+    ``ename``/``evalue`` are the remote exception's type and message and
+    ``traceback`` the remote traceback lines (with the cell's own line numbers).
+    In IPython the remote traceback is what is shown.
+    """
+
+    def __init__(self, ename: str, evalue: str, traceback: list[str] | None = None, execution_id: str | None = None):
+        super().__init__(f"{ename}: {evalue}", ename=ename, evalue=evalue,
+                         traceback=list(traceback or []), execution_id=execution_id)
+
+    def _render_traceback_(self):  # IPython shows this instead of the local frames
+        return self.traceback or [self.message]
+
+
+class SessionDiedError(PodstackError):
+    """The remote kernel died (killed, out of memory); the session and its variables are gone."""
+
+
+class InvalidArgumentError(PodstackError, ValueError):
+    """An argument is malformed or out of range; the message names it and the valid choices."""
+
+
+class NotFoundError(PodstackError, LookupError):
+    """Something looked up by name or id does not exist."""
+
+
+class ExperimentNotFoundError(NotFoundError):
+    """No experiment with that name or id."""
+
+
+class RunNotFoundError(NotFoundError):
+    """No run with that id."""
+
+
+class ModelNotFoundError(NotFoundError):
+    """No registered model (or version / stage / alias of it) matches."""
+
+
+class ArtifactNotFoundError(NotFoundError):
+    """The artifact is in neither the artifact store nor the local cache."""
+
+
+class ArtifactIntegrityError(PodstackError):
+    """A stored blob's content does not match its recorded sha256 digest."""
