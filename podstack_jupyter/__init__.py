@@ -47,7 +47,7 @@ _LAZY = {
 _ERRORS = (
     "PodstackError", "ConfigurationError", "AuthenticationError", "RateLimitError",
     "GPUNotAvailableError", "EnvironmentBuildError", "SerializationError", "ExecutionTimeoutError",
-    "RemoteExecutionError", "SessionDiedError", "InvalidArgumentError", "NotFoundError",
+    "RemoteExecutionError", "SessionDiedError", "CellSyntaxError", "InvalidArgumentError", "NotFoundError",
     "ExperimentNotFoundError", "RunNotFoundError", "ModelNotFoundError", "ArtifactNotFoundError",
     "ArtifactIntegrityError",
 )

@@ -15,6 +15,7 @@ wrong in the notebook's own terms.
     ├── ExecutionTimeoutError       a remote execution ran past its timeout (.execution_id)
     ├── RemoteExecutionError        the remote code raised (.ename, .evalue, .traceback)
     ├── SessionDiedError            the remote kernel died; its state is lost
+    ├── CellSyntaxError             (also a SyntaxError) a %%gpu cell does not parse; nothing was sent
     ├── InvalidArgumentError        (also a ValueError) an argument is out of range or malformed
     └── NotFoundError               (also a LookupError) something asked for does not exist
         ├── ExperimentNotFoundError
@@ -37,6 +38,7 @@ __all__ = [
     "ExecutionTimeoutError",
     "RemoteExecutionError",
     "SessionDiedError",
+    "CellSyntaxError",
     "InvalidArgumentError",
     "NotFoundError",
     "ExperimentNotFoundError",
@@ -55,6 +57,11 @@ class PodstackError(Exception):
         self.message = message
         for key, value in details.items():
             setattr(self, key, value)
+
+    def _render_traceback_(self):
+        # IPython shows this instead of podstack's internal frames: these errors are
+        # deliberate, and their message says what went wrong and how to fix it.
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self.message}"]
 
 
 class ConfigurationError(PodstackError):
@@ -115,6 +122,21 @@ class RemoteExecutionError(PodstackError):
 
 class SessionDiedError(PodstackError):
     """The remote kernel died (killed, out of memory); the session and its variables are gone."""
+
+
+class CellSyntaxError(PodstackError, SyntaxError):
+    """A cell sent to a GPU session does not parse. Found before anything was sent."""
+
+    def __init__(self, error: SyntaxError, line_offset: int = 0):
+        lineno = (error.lineno or 0) + line_offset
+        PodstackError.__init__(self, f"{error.msg} (line {lineno} of the cell)")
+        self.msg, self.lineno, self.offset, self.text = error.msg, lineno, error.offset, error.text
+
+    def _render_traceback_(self):
+        lines = [f"\x1b[0;31mSyntaxError\x1b[0m: {self.message}; nothing was sent to the GPU session"]
+        if self.text:
+            lines += ["    " + self.text.rstrip("\n"), "    " + " " * max(0, (self.offset or 1) - 1) + "^"]
+        return lines
 
 
 class InvalidArgumentError(PodstackError, ValueError):

@@ -1,0 +1,505 @@
+"""GPU sessions: live remote Jupyter kernels, kept warm and shared by cells with the same spec.
+
+A cell runs as *push* (the values the remote lacks, as one comm message whose
+binary frames are the out-of-band buffers) -> *execute* (an ordinary
+``execute_request``: stdout, displays, errors and interrupts are native Jupyter,
+relayed live) -> *pull* (the agent answers, in the same round trip, with the
+names the cell bound and the inputs it changed) -> the caller applies them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .. import config
+from ..errors import PodstackError, RemoteExecutionError, SerializationError, SessionDiedError
+from ..errors import ExecutionTimeoutError
+from . import wire
+from .backends import Allocation, Backend, KernelHandle, get_backend
+from .spec import GPUSpec
+
+__all__ = ["GPUSession", "SessionManager", "ExecutionOutcome", "OutputSink", "sessions"]
+
+_SOURCES = {name: (Path(__file__).with_name(f"{module}.py")).read_text()
+            for name, module in (("_podstack_wire", "wire"), ("_podstack_agent", "agent"))}
+_BOOTSTRAP = """
+def _podstack_bootstrap(sources):
+    import sys, types
+    for name, source in sources.items():
+        module = types.ModuleType(name)
+        module.__file__ = "<" + name + ">"
+        sys.modules[name] = module
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+    sys.modules["_podstack_agent"].install(get_ipython())
+_podstack_bootstrap({sources!r})
+del _podstack_bootstrap
+"""
+_ALIVE_CHECK_INTERVAL = 0.5
+_INTERRUPT_GRACE = 0.8  # seconds to let an interrupted remote report back before we give up waiting
+
+
+class OutputSink:
+    """Where a remote execution's iopub output goes. The default relays it into the
+    current IPython cell; :class:`CapturingSink` collects it as text."""
+
+    def stream(self, name: str, text: str) -> None:
+        import sys
+
+        target = sys.stderr if name == "stderr" else sys.stdout
+        target.write(text)
+        target.flush()
+
+    def display(self, content: dict, update: bool = False) -> None:
+        from IPython.display import publish_display_data
+
+        publish_display_data(data=content.get("data", {}), metadata=content.get("metadata", {}),
+                             transient=content.get("transient"), **({"update": True} if update else {}))
+
+    def clear(self, wait: bool) -> None:
+        from IPython.display import clear_output
+
+        clear_output(wait=wait)
+
+
+class CapturingSink(OutputSink):
+    def __init__(self):
+        self.parts: list[str] = []
+
+    def stream(self, name, text):
+        self.parts.append(text)
+
+    def display(self, content, update=False):
+        text = content.get("data", {}).get("text/plain")
+        if text:
+            self.parts.append(text + "\n")
+
+    def clear(self, wait):
+        pass
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+@dataclass
+class ExecutionOutcome:
+    """What a remote execution produced, decoded but not yet applied anywhere."""
+
+    execution_id: str
+    values: dict = field(default_factory=dict)        # name -> value, to apply all at once
+    fingerprints: dict = field(default_factory=dict)  # name -> local fingerprint of that value
+    absent: list = field(default_factory=list)        # asked-for names the remote does not have
+    left_remote: dict = field(default_factory=dict)   # name -> why it could not come back
+    result: dict | None = None                        # the execute_result bundle, if any
+    duration: float = 0.0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+class GPUSession:
+    """One live remote kernel with the GPUs of its :class:`GPUSpec`."""
+
+    def __init__(self, spec: GPUSpec, backend: Backend, allocation: Allocation, kernel: KernelHandle,
+                 python: str | None = None):
+        self.id = uuid.uuid4().hex[:8]
+        self.spec = spec
+        self.backend = backend
+        self.allocation = allocation
+        self.kernel = kernel
+        self.python = python
+        self.started_at = time.time()
+        self.last_active = time.monotonic()
+        self.busy = False
+        self.dead_reason: str | None = None
+        # name -> fingerprint (computed here) of the value the remote holds for that name
+        self.remote_fingerprints: dict[str, str] = {}
+        self.handlers: dict[str, Callable[[dict, list], None]] = {}
+        self._comm_id = uuid.uuid4().hex
+        self._lock = threading.RLock()
+        self._pending: str | None = None  # an interrupted execution the remote may still be finishing
+
+    # -- start -------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> "GPUSession":
+        deadline = time.monotonic() + timeout
+        self._wait_ready(deadline)
+        code = _BOOTSTRAP.format(sources=_SOURCES)
+        msg_id = self.kernel.send("shell", "execute_request", {
+            "code": code, "silent": True, "store_history": False, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": False})
+        reply = self._until(lambda ch, m: ch == "shell" and _parent(m) == msg_id, deadline, "start the agent")
+        if reply["content"]["status"] != "ok":
+            c = reply["content"]
+            raise PodstackError(f"the podstack agent failed to start in the session: {c.get('ename')}: "
+                                f"{c.get('evalue')}. Is cloudpickle installed in the session's environment?")
+        self.kernel.send("shell", "comm_open", {"comm_id": self._comm_id, "target_name": "podstack.agent",
+                                                "data": {}})
+        self._until(lambda ch, m: _agent_op(m, self._comm_id) == "ready", deadline, "open the agent channel")
+        return self
+
+    def _wait_ready(self, deadline: float):
+        # kernel_info until its status arrives on iopub: then our subscription is live
+        while True:
+            msg_id = self.kernel.send("shell", "kernel_info_request", {})
+            step = min(deadline, time.monotonic() + 1.0)
+            try:
+                self._until(lambda ch, m: ch == "iopub" and _parent(m) == msg_id, step, "start")
+                return
+            except ExecutionTimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+
+    def _until(self, match, deadline: float, doing: str) -> dict:
+        """Receive until ``match(channel, msg)``; fail if the kernel dies or the deadline passes."""
+        last_check = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise ExecutionTimeoutError(f"the GPU session did not {doing} in time")
+            got = self.kernel.recv(min(0.2, deadline - now))
+            if got is not None and match(*got):
+                return got[1]
+            if time.monotonic() - last_check > _ALIVE_CHECK_INTERVAL:
+                last_check = time.monotonic()
+                self._check_alive()
+
+    def _check_alive(self):
+        if not self.kernel.is_alive():
+            self.dead_reason = self.kernel.death_reason()
+            raise SessionDiedError(
+                f"the GPU session ({self.spec.describe()}) died: {self.dead_reason}. Its variables are lost; "
+                f"the next %%gpu cell starts a fresh session.")
+
+    @property
+    def alive(self) -> bool:
+        return self.dead_reason is None and self.kernel.is_alive()
+
+    # -- push / pull -------------------------------------------------------
+    def push(self, values: dict[str, wire.Encoded], timeout: float = 3600.0) -> int:
+        """Send encoded values; returns bytes sent. All are applied remotely, or none."""
+        if not values:
+            return 0
+        with self._lock:
+            manifest, frames = wire.pack(values)
+            request_id = uuid.uuid4().hex
+            before = self.kernel.bytes_sent
+            self._comm_msg({"op": "push", "id": request_id, "manifest": manifest}, frames)
+            reply = self._until(lambda ch, m: _agent_op(m, self._comm_id, request_id) == "pushed",
+                                time.monotonic() + timeout, "receive the pushed variables")
+            data = reply["content"]["data"]
+            if data["status"] != "ok":
+                name = data.get("name")
+                raise SerializationError(
+                    f"the session could not rebuild variable {name!r}: {data.get('error')}. "
+                    f"Is the package that defines it installed there (use --pip)?", name=name)
+            for name, enc in values.items():
+                self.remote_fingerprints[name] = enc.fingerprint
+            return self.kernel.bytes_sent - before
+
+    def pull(self, names: list[str], timeout: float = 3600.0) -> ExecutionOutcome:
+        """Fetch named values from the remote namespace (decoded, not applied)."""
+        with self._lock:
+            request_id = uuid.uuid4().hex
+            outcome = ExecutionOutcome(request_id)
+            self._comm_msg({"op": "pull", "id": request_id, "names": list(names)})
+            reply = self._until(lambda ch, m: _agent_op(m, self._comm_id, request_id) == "result",
+                                time.monotonic() + timeout, "send the variables")
+            self._decode_result(reply, outcome)
+            return outcome
+
+    def _comm_msg(self, data: dict, buffers: list | None = None):
+        self.kernel.send("shell", "comm_msg", {"comm_id": self._comm_id, "data": data}, buffers=buffers)
+
+    # -- execute -----------------------------------------------------------
+    def execute(self, code: str, *, inputs: list[str] = (), binds: list[str] = (), timeout: float | None = None,
+                sink: OutputSink | None = None, line_offset: int = 0, drop: list[str] = ()) -> ExecutionOutcome:
+        """Run ``code`` remotely, relaying output to ``sink`` as it arrives.
+
+        ``binds`` come back if the remote has them; ``inputs`` come back only if
+        their content changed; ``drop`` names are deleted remotely afterwards. Raises RemoteExecutionError (the remote raised),
+        ExecutionTimeoutError (``timeout`` passed; the remote is interrupted),
+        SessionDiedError, or KeyboardInterrupt (the remote is interrupted too).
+        """
+        sink = sink or OutputSink()
+        timeout = timeout or self.spec.timeout
+        with self._lock:
+            self._settle_pending()
+            self.busy = True
+            started = time.monotonic()
+            sent_before, received_before = self.kernel.bytes_sent, self.kernel.bytes_received
+            try:
+                request_id = uuid.uuid4().hex
+                msg_id = self.kernel.send("shell", "execute_request", {
+                    "code": "\n" * line_offset + code, "silent": False, "store_history": True,
+                    "user_expressions": {}, "allow_stdin": True, "stop_on_error": False,
+                }, metadata={"podstack": {"id": request_id, "binds": list(binds), "inputs": list(inputs),
+                                        "drop": list(drop)}})
+                outcome = ExecutionOutcome(msg_id)
+                self._relay_until_done(msg_id, request_id, started + timeout, timeout, sink, outcome)
+            finally:
+                self.busy = False
+                self.last_active = time.monotonic()
+            outcome.duration = time.monotonic() - started
+            outcome.bytes_sent = self.kernel.bytes_sent - sent_before
+            outcome.bytes_received = self.kernel.bytes_received - received_before
+            return outcome
+
+    def _relay_until_done(self, msg_id, request_id, deadline, timeout, sink, outcome):
+        reply = result = error = None
+        idle = False
+        last_check = time.monotonic()
+        while not (idle and reply is not None):
+            now = time.monotonic()
+            if now >= deadline:
+                self._interrupt_and_settle(msg_id, sink)
+                raise ExecutionTimeoutError(
+                    f"execution {msg_id} ran longer than its timeout of {timeout:g}s and was interrupted. "
+                    f"Raise it with --timeout SECONDS.", execution_id=msg_id, timeout=timeout)
+            try:
+                got = self.kernel.recv(min(0.2, deadline - now))
+                if got is None or time.monotonic() - last_check > _ALIVE_CHECK_INTERVAL:
+                    last_check = time.monotonic()
+                    self._check_alive()
+                if got is None:
+                    continue
+            except KeyboardInterrupt:
+                self._interrupt_and_settle(msg_id, sink)
+                raise
+            channel, msg = got
+            if channel == "stdin":
+                self._answer_input(msg)
+                continue
+            if _parent(msg) != msg_id:
+                continue
+            if channel == "shell":
+                reply = msg
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "status":
+                idle = content["execution_state"] == "idle"
+            elif kind == "stream":
+                sink.stream(content["name"], content["text"])
+            elif kind in ("display_data", "update_display_data"):
+                sink.display(content, update=kind == "update_display_data")
+            elif kind == "clear_output":
+                sink.clear(content.get("wait", False))
+            elif kind == "execute_result":
+                outcome.result = content
+            elif kind == "error":
+                error = content
+            elif kind == "comm_msg" and content.get("comm_id") == self._comm_id:
+                data = content["data"]
+                if data.get("op") == "result" and data.get("id") == request_id:
+                    result = msg
+                elif data.get("op") in self.handlers:
+                    self.handlers[data["op"]](data, msg["buffers"])
+        status = reply["content"]["status"]
+        if status != "ok":
+            error = error or reply["content"]
+            raise RemoteExecutionError(error.get("ename", "Error"), error.get("evalue", ""),
+                                       error.get("traceback"), execution_id=msg_id)
+        if result is None:
+            raise PodstackError("the session's agent sent no results for this cell; run %gpu restart")
+        self._decode_result(result, outcome)
+
+    def _decode_result(self, msg: dict, outcome: ExecutionOutcome):
+        data = msg["content"]["data"]
+        if data.get("status") != "ok":
+            raise PodstackError(f"the session could not send the variables back: {data.get('error')}")
+        outcome.absent = data.get("absent", [])
+        outcome.left_remote = dict(data.get("unsendable", {}))
+        for name, _remote_fp, frames in wire.unpack(data["manifest"], msg["buffers"]):
+            try:
+                value = wire.decode(frames)
+                outcome.fingerprints[name] = wire.encode(value).fingerprint
+            except Exception as exc:  # e.g. a CUDA tensor on a machine without CUDA
+                outcome.left_remote[name] = f"cannot be rebuilt here: {type(exc).__name__}: {exc}"
+                continue
+            outcome.values[name] = value
+
+    def _answer_input(self, msg):
+        content = msg["content"]
+        try:
+            if content.get("password"):
+                import getpass
+
+                value = getpass.getpass(content.get("prompt", ""))
+            else:
+                value = input(content.get("prompt", ""))
+        except Exception:  # this kernel cannot ask either (e.g. a headless run)
+            value = ""
+        self.kernel.send("stdin", "input_reply", {"value": value}, parent=msg)
+
+    def interrupt(self):
+        self.kernel.interrupt()
+
+    def _interrupt_and_settle(self, msg_id: str, sink: OutputSink):
+        """Interrupt the remote and give it a moment to finish the cell, so the next one starts clean."""
+        self.kernel.interrupt()
+        self._pending = msg_id
+        self._settle_pending(_INTERRUPT_GRACE, sink, quiet=True)
+
+    def _settle_pending(self, grace: float = 5.0, sink: OutputSink | None = None, quiet: bool = False):
+        if self._pending is None:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            got = self.kernel.recv(min(0.1, deadline - time.monotonic()))
+            if got is None:
+                if not self.kernel.is_alive():
+                    break
+                continue
+            channel, msg = got
+            if _parent(msg) == self._pending and msg["msg_type"] == "status" \
+                    and msg["content"]["execution_state"] == "idle":
+                self._pending = None
+                return
+            if sink is not None and channel == "iopub" and msg["msg_type"] == "stream" \
+                    and _parent(msg) == self._pending:
+                sink.stream(msg["content"]["name"], msg["content"]["text"])
+        if not quiet:
+            self._check_alive()
+            raise PodstackError("the GPU session is still busy with an interrupted cell; wait, interrupt "
+                                "again, or run %gpu restart to start it afresh")
+
+    # -- lifetime ----------------------------------------------------------
+    def stop(self):
+        try:
+            self.kernel.shutdown()
+        finally:
+            self.backend.release(self.allocation)
+            self.dead_reason = self.dead_reason or "stopped"
+
+    def info(self) -> dict:
+        return {
+            "id": self.id, "spec": self.spec.describe(), "backend": self.backend.name,
+            "gpus": self.allocation.describe(), "uptime_s": round(time.time() - self.started_at, 1),
+            "state": "busy" if self.busy else ("idle" if self.alive else "dead"),
+            "bytes_sent": self.kernel.bytes_sent, "bytes_received": self.kernel.bytes_received,
+        }
+
+
+def _parent(msg: dict) -> str | None:
+    return (msg.get("parent_header") or {}).get("msg_id")
+
+
+def _agent_op(msg: dict, comm_id: str, request_id: str | None = None) -> str | None:
+    if msg.get("msg_type") != "comm_msg" or msg["content"].get("comm_id") != comm_id:
+        return None
+    data = msg["content"].get("data") or {}
+    if request_id is not None and data.get("id") != request_id:
+        return None
+    return data.get("op")
+
+
+class SessionManager:
+    """The notebook's GPU sessions, one per spec, kept warm between cells."""
+
+    def __init__(self):
+        self._sessions: dict[GPUSpec, GPUSession] = {}
+        self._lost: dict[GPUSpec, str] = {}
+        self._lock = threading.RLock()
+        self._reaper: threading.Thread | None = None
+        atexit.register(self.stop_all)
+
+    def get(self, spec: GPUSpec, *, fresh: bool = False, progress: Callable[[str], None] = print) -> GPUSession:
+        """The warm session for ``spec``, starting one if needed (``fresh``: always a new one)."""
+        with self._lock:
+            session = self._sessions.get(spec)
+            if session is not None and (fresh or not session.alive):
+                if not session.alive and not fresh:
+                    self._lost[spec] = session.dead_reason or session.kernel.death_reason()
+                self._discard(spec)
+                session = None
+            if session is None:
+                lost = self._lost.pop(spec, None)
+                if lost:
+                    progress(f"[podstack] the previous {spec.describe()} session died ({lost}); "
+                             f"its remote state was lost. Starting a fresh session.")
+                session = self._start(spec, progress)
+                self._sessions[spec] = session
+                self._ensure_reaper()
+            return session
+
+    def _start(self, spec: GPUSpec, progress) -> GPUSession:
+        backend = get_backend(config.settings().backend)
+        allocation = backend.allocate(spec)
+        try:
+            python = None
+            if spec.needs_environment:
+                from .envs import ensure_environment
+
+                python = ensure_environment(spec, progress)
+            kernel = backend.start_kernel(spec, allocation, python)
+        except BaseException:
+            backend.release(allocation)
+            raise
+        session = GPUSession(spec, backend, allocation, kernel, python)
+        try:
+            return session.start()
+        except BaseException:
+            session.stop()
+            raise
+
+    def died(self, session: GPUSession):
+        """Forget a session whose kernel died; the next cell with its spec says state was lost."""
+        with self._lock:
+            if self._sessions.get(session.spec) is session:
+                self._lost[session.spec] = session.dead_reason or "it died"
+                self._discard(session.spec)
+
+    def _discard(self, spec: GPUSpec):
+        session = self._sessions.pop(spec, None)
+        if session is not None:
+            session.stop()
+
+    def find(self, selector: str | None = None) -> list[GPUSession]:
+        """Sessions matching ``selector``: ``None``/``"all"``, a GPU type (``L40S``, ``cpu``), or a session id."""
+        with self._lock:
+            found = list(self._sessions.values())
+        if selector in (None, "all"):
+            return found
+        key = selector.upper()
+        return [s for s in found if s.id == selector or (s.allocation.gpu_type or "CPU").upper() == key
+                or (s.spec.type or "").upper() == key]
+
+    def stop(self, selector: str | None = "all") -> int:
+        stopped = 0
+        for session in self.find(selector):
+            with self._lock:
+                self._sessions.pop(session.spec, None)
+            session.stop()
+            stopped += 1
+        return stopped
+
+    def stop_all(self):
+        self.stop("all")
+
+    def list(self) -> list[dict]:
+        return [s.info() for s in self.find("all")]
+
+    def _ensure_reaper(self):
+        if self._reaper is None or not self._reaper.is_alive():
+            self._reaper = threading.Thread(target=self._reap_idle, name="podstack-idle-reaper", daemon=True)
+            self._reaper.start()
+
+    def _reap_idle(self):
+        while True:
+            timeout = config.settings().idle_timeout
+            time.sleep(min(30.0, timeout / 4) if timeout else 30.0)
+            if not timeout:
+                continue
+            for session in self.find("all"):
+                if not session.busy and time.monotonic() - session.last_active > timeout:
+                    with self._lock:
+                        if self._sessions.get(session.spec) is session:
+                            self._sessions.pop(session.spec)
+                    session.stop()
+
+
+sessions = SessionManager()

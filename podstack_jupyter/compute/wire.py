@@ -1,0 +1,143 @@
+"""How values travel between the notebook and a GPU session.
+
+A value is pickled with cloudpickle at protocol 5: the pickle stream holds the
+structure, and large contiguous buffers (numpy / torch / pandas blocks, bytes)
+are handed out *out of band* as separate frames, so a 256 MB array is never
+copied into a pickle. A set of named values becomes one message: a small JSON
+``manifest`` plus a flat list of binary frames.
+
+This module is self-contained (stdlib, cloudpickle, optional xxhash): it is
+shipped as source into the remote kernel, so both sides run the same code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import pickle
+
+import cloudpickle
+
+try:
+    import xxhash
+
+    def _hasher():
+        return xxhash.xxh3_128()
+except ImportError:  # pragma: no cover - xxhash is a dependency; keep the agent usable without it
+    import hashlib
+
+    def _hasher():
+        return hashlib.blake2b(digest_size=16)
+
+
+class Encoded:
+    """One value, pickled: ``frames[0]`` is the pickle stream, the rest its buffers."""
+
+    __slots__ = ("frames", "fingerprint", "nbytes")
+
+    def __init__(self, frames: list):
+        self.frames = frames
+        self.fingerprint = _fingerprint(frames)
+        self.nbytes = sum(memoryview(f).nbytes for f in frames)
+
+
+def encode(value) -> Encoded:
+    """Pickle ``value`` (out-of-band buffers) and fingerprint it. Raises what pickling raises."""
+    buffers: list = []
+    stream = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    frames = [stream]
+    for buf in buffers:
+        try:
+            frames.append(buf.raw())
+        except BufferError:  # non-contiguous: let pickle copy it in band
+            return Encoded([cloudpickle.dumps(value, protocol=5)])
+    return Encoded(frames)
+
+
+def _fingerprint(frames) -> str:
+    h = _hasher()
+    for frame in frames:
+        view = memoryview(frame).cast("B")
+        h.update(view.nbytes.to_bytes(8, "little"))
+        h.update(view)
+    return h.hexdigest()
+
+
+def fingerprint(value) -> str:
+    """A content hash of ``value`` as pickled: equal values give equal fingerprints
+    within one process, and any in-place change (``arr += 1``) changes it."""
+    return encode(value).fingerprint
+
+
+def decode(frames: list):
+    """Rebuild a value from ``frames`` (``frames[0]`` the stream). Buffers are made
+    writable without copying, so a received array can be changed in place."""
+    return pickle.loads(frames[0], buffers=[writable(f) for f in frames[1:]])
+
+
+_ZERO_COPY_MIN = 1 << 20
+
+
+def writable(frame):
+    """A writable view of a received frame's memory, with no copy.
+
+    Received zmq frames are exposed read-only, but the memory is ours alone
+    once received; copying a 256 MB buffer just to flip that flag would double
+    the cost of a push. The returned object keeps ``frame`` alive.
+    """
+    view = memoryview(frame)
+    if not view.readonly:
+        return view
+    view = view.cast("B")
+    n = view.nbytes
+    if n < _ZERO_COPY_MIN or isinstance(frame, bytes):  # small, or possibly shared: a copy is cheap and safe
+        return bytearray(view)
+    address = _address_of(view)
+    array_type = type("FrameBuffer", (ctypes.c_char * n,), {})
+    buf = array_type.from_address(address)
+    buf._owner = frame  # noqa: SLF001 - keeps the received frame (and its memory) alive
+    return memoryview(buf).cast("B")
+
+
+def _address_of(view: memoryview) -> int:
+    # The buffer protocol hands out the base pointer; ctypes reads it without copying.
+    obj = ctypes.py_object(view)
+    buffer = _Py_buffer()
+    if ctypes.pythonapi.PyObject_GetBuffer(obj, ctypes.byref(buffer), 0) != 0:
+        raise BufferError("cannot get the address of a received frame")
+    try:
+        return buffer.buf
+    finally:
+        ctypes.pythonapi.PyBuffer_Release(ctypes.byref(buffer))
+
+
+class _Py_buffer(ctypes.Structure):
+    _fields_ = [
+        ("buf", ctypes.c_void_p), ("obj", ctypes.py_object), ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p), ("strides", ctypes.c_void_p),
+        ("suboffsets", ctypes.c_void_p), ("internal", ctypes.c_void_p),
+    ]
+
+
+ctypes.pythonapi.PyObject_GetBuffer.argtypes = [ctypes.py_object, ctypes.POINTER(_Py_buffer), ctypes.c_int]
+ctypes.pythonapi.PyBuffer_Release.argtypes = [ctypes.POINTER(_Py_buffer)]
+
+
+def pack(values: dict[str, Encoded]) -> tuple[dict, list]:
+    """Many named values -> (manifest, frames) for one message."""
+    manifest = {"names": [], "counts": [], "fingerprints": []}
+    frames: list = []
+    for name, enc in values.items():
+        manifest["names"].append(name)
+        manifest["counts"].append(len(enc.frames))
+        manifest["fingerprints"].append(enc.fingerprint)
+        frames.extend(enc.frames)
+    return manifest, frames
+
+
+def unpack(manifest: dict, frames: list):
+    """(manifest, frames) -> iterator of (name, fingerprint, frames of that value)."""
+    position = 0
+    for name, count, fp in zip(manifest["names"], manifest["counts"], manifest["fingerprints"]):
+        yield name, fp, frames[position:position + count]
+        position += count
