@@ -15,7 +15,7 @@ wrong in the notebook's own terms.
     ├── ExecutionTimeoutError       a remote execution ran past its timeout (.execution_id)
     ├── RemoteExecutionError        the remote code raised (.ename, .evalue, .traceback)
     ├── SessionDiedError            the remote kernel died; its state is lost
-    ├── CellSyntaxError             (also a SyntaxError) a %%gpu cell does not parse; nothing was sent
+    ├── CellSyntaxError             a %%gpu cell does not parse; nothing was sent
     ├── InvalidArgumentError        (also a ValueError) an argument is out of range or malformed
     └── NotFoundError               (also a LookupError) something asked for does not exist
         ├── ExperimentNotFoundError
@@ -124,12 +124,12 @@ class SessionDiedError(PodstackError):
     """The remote kernel died (killed, out of memory); the session and its variables are gone."""
 
 
-class CellSyntaxError(PodstackError, SyntaxError):
+class CellSyntaxError(PodstackError):
     """A cell sent to a GPU session does not parse. Found before anything was sent."""
 
     def __init__(self, error: SyntaxError, line_offset: int = 0):
         lineno = (error.lineno or 0) + line_offset
-        PodstackError.__init__(self, f"{error.msg} (line {lineno} of the cell)")
+        super().__init__(f"{error.msg} (line {lineno} of the cell)")
         self.msg, self.lineno, self.offset, self.text = error.msg, lineno, error.offset, error.text
 
     def _render_traceback_(self):

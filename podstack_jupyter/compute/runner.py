@@ -91,7 +91,7 @@ def run_cell(shell, cell: str, spec: GPUSpec, *, fresh: bool = False, push: list
         session.push(to_send, timeout=spec.timeout)
         outcome = session.execute(
             cell, inputs=sorted(reads | {n for n in names.reads if n in session.remote_fingerprints}),
-            binds=sorted(names.binds | set(pull)), timeout=timeout, line_offset=line_offset)
+            binds=sorted(names.binds | names.deletes | set(pull)), timeout=timeout, line_offset=line_offset)
     except SessionDiedError:
         sessions.died(session)
         raise

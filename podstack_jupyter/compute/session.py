@@ -235,7 +235,8 @@ class GPUSession:
             try:
                 request_id = uuid.uuid4().hex
                 msg_id = self.kernel.send("shell", "execute_request", {
-                    "code": "\n" * line_offset + code, "silent": False, "store_history": True,
+                    # "#" lines keep the cell's line numbers (IPython strips leading blank lines)
+                    "code": "#\n" * line_offset + code, "silent": False, "store_history": True,
                     "user_expressions": {}, "allow_stdin": True, "stop_on_error": False,
                 }, metadata={"podstack": {"id": request_id, "binds": list(binds), "inputs": list(inputs),
                                         "drop": list(drop)}})

@@ -12,7 +12,6 @@ shipped as source into the remote kernel, so both sides run the same code.
 
 from __future__ import annotations
 
-import ctypes
 import pickle
 
 import cloudpickle
@@ -69,58 +68,16 @@ def fingerprint(value) -> str:
 
 
 def decode(frames: list):
-    """Rebuild a value from ``frames`` (``frames[0]`` the stream). Buffers are made
-    writable without copying, so a received array can be changed in place."""
+    """Rebuild a value from ``frames`` (``frames[0]`` the stream)."""
     return pickle.loads(frames[0], buffers=[writable(f) for f in frames[1:]])
 
 
-_ZERO_COPY_MIN = 1 << 20
-
-
 def writable(frame):
-    """A writable view of a received frame's memory, with no copy.
-
-    Received zmq frames are exposed read-only, but the memory is ours alone
-    once received; copying a 256 MB buffer just to flip that flag would double
-    the cost of a push. The returned object keeps ``frame`` alive.
-    """
+    """A writable buffer over a received frame. pyzmq hands received frames out
+    writable, so this is normally the frame's own memory; a read-only buffer
+    (an older pyzmq, or bytes) is copied, so a rebuilt array can be changed in place."""
     view = memoryview(frame)
-    if not view.readonly:
-        return view
-    view = view.cast("B")
-    n = view.nbytes
-    if n < _ZERO_COPY_MIN or isinstance(frame, bytes):  # small, or possibly shared: a copy is cheap and safe
-        return bytearray(view)
-    address = _address_of(view)
-    array_type = type("FrameBuffer", (ctypes.c_char * n,), {})
-    buf = array_type.from_address(address)
-    buf._owner = frame  # noqa: SLF001 - keeps the received frame (and its memory) alive
-    return memoryview(buf).cast("B")
-
-
-def _address_of(view: memoryview) -> int:
-    # The buffer protocol hands out the base pointer; ctypes reads it without copying.
-    obj = ctypes.py_object(view)
-    buffer = _Py_buffer()
-    if ctypes.pythonapi.PyObject_GetBuffer(obj, ctypes.byref(buffer), 0) != 0:
-        raise BufferError("cannot get the address of a received frame")
-    try:
-        return buffer.buf
-    finally:
-        ctypes.pythonapi.PyBuffer_Release(ctypes.byref(buffer))
-
-
-class _Py_buffer(ctypes.Structure):
-    _fields_ = [
-        ("buf", ctypes.c_void_p), ("obj", ctypes.py_object), ("len", ctypes.c_ssize_t),
-        ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
-        ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p), ("strides", ctypes.c_void_p),
-        ("suboffsets", ctypes.c_void_p), ("internal", ctypes.c_void_p),
-    ]
-
-
-ctypes.pythonapi.PyObject_GetBuffer.argtypes = [ctypes.py_object, ctypes.POINTER(_Py_buffer), ctypes.c_int]
-ctypes.pythonapi.PyBuffer_Release.argtypes = [ctypes.POINTER(_Py_buffer)]
+    return bytearray(view) if view.readonly else view
 
 
 def pack(values: dict[str, Encoded]) -> tuple[dict, list]:

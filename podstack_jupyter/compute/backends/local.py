@@ -9,9 +9,12 @@ share one GPU and a third is refused. The kernel sees only its devices through
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import uuid
 
@@ -134,10 +137,16 @@ class LocalBackend(Backend):
         return LocalKernel(km)
 
 
+_RUNTIME_DIR: str | None = None
+
+
 def _runtime_dir() -> str:
-    path = os.path.join(str(config.settings().home), "runtime")
-    os.makedirs(path, exist_ok=True)
-    return path
+    # ipc socket paths must stay under the ~107-byte limit of AF_UNIX: a short private temp dir
+    global _RUNTIME_DIR
+    if _RUNTIME_DIR is None:
+        _RUNTIME_DIR = tempfile.mkdtemp(prefix="podstack-")
+        atexit.register(shutil.rmtree, _RUNTIME_DIR, True)
+    return _RUNTIME_DIR
 
 
 class LocalKernel(KernelHandle):
