@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
+import os
+import sys
+import sysconfig
 import time
 import uuid
 from dataclasses import dataclass
+
+import cloudpickle
 
 from ..errors import PodstackError, SessionDiedError
 from .runner import apply_outcome, encode_for_push
@@ -103,7 +109,9 @@ def call_remote(spec: GPUSpec, fn, args: tuple, kwargs: dict):
     values = {key + "_fn": fn, key + "_args": args, key + "_kwargs": kwargs}
     scratch_names = [*values, key + "_ret"]
     try:
-        session.push(encode_for_push(session, values), timeout=spec.timeout)
+        with _by_value(fn):
+            encoded = encode_for_push(session, values)
+        session.push(encoded, timeout=spec.timeout)
         outcome = session.execute(f"{key}_ret = {key}_fn(*{key}_args, **{key}_kwargs)\n",
                                   binds=[key + "_ret"], timeout=spec.timeout, drop=scratch_names)
     except SessionDiedError:
@@ -118,6 +126,25 @@ def call_remote(spec: GPUSpec, fn, args: tuple, kwargs: dict):
         raise PodstackError(f"the return value of {fn.__name__}() could not come back: "
                             f"{outcome.left_remote.get(key + '_ret', 'unknown reason')}")
     return scratch[key + "_ret"]
+
+
+@contextlib.contextmanager
+def _by_value(fn):
+    """Ship the function's own module by value when it is a script or test file the
+    session could not import (installed packages still travel by reference)."""
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    path = getattr(module, "__file__", None)
+    installed = path is None or any(
+        os.path.abspath(path).startswith(os.path.abspath(p) + os.sep)
+        for p in {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")})
+    if module is None or module.__name__ == "__main__" or installed:
+        yield
+        return
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        yield
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
 
 
 @dataclass

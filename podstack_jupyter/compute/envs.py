@@ -69,14 +69,14 @@ def ensure_environment(spec: GPUSpec, progress: Callable[[str], None] = print) -
 
 
 def _run(command: list[str], progress: Callable[[str], None]):
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail: list[str] = []
-    for line in process.stdout:
-        line = line.rstrip()
-        if line:
-            progress(line)
-            tail = (tail + [line])[-20:]
-    if process.wait() != 0:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        for line in process.stdout:
+            line = line.rstrip()
+            if line:
+                progress(line)
+                tail = (tail + [line])[-20:]
+    if process.returncode != 0:
         raise EnvironmentBuildError(
             f"building the session environment failed ({command[0]} exited with {process.returncode}):\n"
             + "\n".join(tail) + "\nCheck the package names and versions in --pip / --requirements.")
