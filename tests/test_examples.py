@@ -1,0 +1,51 @@
+"""The example notebooks, executed headless in a real kernel as a user would run them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).parent.parent / "examples" / "notebooks"
+
+
+def execute(name: str) -> nbformat.NotebookNode:
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    return nb
+
+
+def outputs_of(cell) -> tuple[str, list]:
+    text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+    return text, cell.outputs
+
+
+def test_quickstart_runs_end_to_end():
+    nb = execute("quickstart.ipynb")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    remote_text, remote_outputs = outputs_of(code[1])
+    assert "[0 3 6]" in remote_text and "running in process" in remote_text
+    assert any(o.output_type == "execute_result" and "1499998500000" in o.data["text/plain"] for o in remote_outputs)
+    assert "y came back: [ 0  3  6  9 12]" in outputs_of(code[2])[0]
+    assert "[1 2 3] 500000500000" in outputs_of(code[4])[0]
+    assert "1.0" in outputs_of(code[5])[0]
+
+
+def test_gpu_cases_notebook_shows_images_streams_and_errors():
+    pytest.importorskip("matplotlib")
+    nb = execute("gpu_cases.ipynb")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    plot = code[1].outputs
+    assert any(o.output_type == "display_data" and "image/png" in o.data for o in plot), plot
+    streams = code[2].outputs
+    assert [o.text for o in streams if o.name == "stdout"] and "step 2" in "".join(
+        o.text for o in streams if o.name == "stdout")
+    assert "a warning" in "".join(o.text for o in streams if o.name == "stderr")
+    assert any("<b>fancy</b>" in o.get("data", {}).get("text/html", "") for o in code[3].outputs)
+    error = [o for o in code[5].outputs if o.output_type == "error"]
+    assert error and "remote failure" in "".join(error[0].traceback)
+    assert "counter is still 0" in outputs_of(code[6])[0]
+    missing = [o for o in code[7].outputs if o.output_type == "error"]
+    assert missing and "has no H100 GPU; it has: L40S" in "".join(missing[0].traceback)
