@@ -496,11 +496,17 @@ class SessionManager:
             if not timeout:
                 continue
             for session in self.find("all"):
-                if not session.busy and time.monotonic() - session.last_active > timeout:
+                if not session._lock.acquire(blocking=False):  # a cell is running in it
+                    continue
+                try:
+                    if time.monotonic() - session.last_active <= timeout:
+                        continue
                     with self._lock:
                         if self._sessions.get(session.spec) is session:
                             self._sessions.pop(session.spec)
                     session.stop()
+                finally:
+                    session._lock.release()
 
 
 sessions = SessionManager()

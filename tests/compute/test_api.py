@@ -185,3 +185,23 @@ def test_sessions_close_when_the_notebook_process_ends(how):
     child.wait(timeout=30)
     child.stdout.close()
     assert _gone(pid, within=10), f"session kernel {pid} outlived the notebook ({how})"
+
+
+def test_client_runs_code_and_creates_notebooks_attachable_by_jupyter():
+    from jupyter_client import BlockingKernelClient
+
+    client = podstack.Client()
+    assert client.sync_run("print(6 * 7)").output == "42\n"
+    notebook = client.sync_create_notebook(name="experiment")
+    assert notebook.name == "experiment" and notebook.id in [s["id"] for s in client.list_notebooks()]
+    kc = BlockingKernelClient()
+    kc.load_connection_file(notebook.connection_file)
+    kc.start_channels()
+    try:
+        reply = kc.execute_interactive("import os; os.environ['PODSTACK_SESSION']", timeout=30,
+                                       output_hook=lambda msg: None)
+        assert reply["content"]["status"] == "ok"
+    finally:
+        kc.stop_channels()
+    notebook.stop()
+    assert client.list_notebooks() == []

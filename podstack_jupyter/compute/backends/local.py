@@ -152,6 +152,7 @@ def _runtime_dir() -> str:
 class LocalKernel(KernelHandle):
     def __init__(self, km: KernelManager):
         self.km = km
+        self.connection_file = km.connection_file
         identity = uuid.uuid4().hex.encode()
         sockets = {"shell": km.connect_shell(identity=identity), "stdin": km.connect_stdin(identity=identity),
                    "iopub": km.connect_iopub(), "control": km.connect_control()}
