@@ -406,6 +406,7 @@ class SessionManager:
         self._lost: dict[GPUSpec, str] = {}
         self._lock = threading.RLock()
         self._reaper: threading.Thread | None = None
+        self._wake = threading.Event()
         atexit.register(self.stop_all)
 
     def get(self, spec: GPUSpec, *, fresh: bool = False, progress: Callable[[str], None] = print) -> GPUSession:
@@ -485,6 +486,7 @@ class SessionManager:
         return [s.info() for s in self.find("all")]
 
     def _ensure_reaper(self):
+        self._wake.set()  # re-read the idle timeout now: it may have changed since the last check
         if self._reaper is None or not self._reaper.is_alive():
             self._reaper = threading.Thread(target=self._reap_idle, name="podstack-idle-reaper", daemon=True)
             self._reaper.start()
@@ -492,7 +494,9 @@ class SessionManager:
     def _reap_idle(self):
         while True:
             timeout = config.settings().idle_timeout
-            time.sleep(min(30.0, timeout / 4) if timeout else 30.0)
+            self._wake.wait(min(30.0, timeout / 4) if timeout else 30.0)
+            self._wake.clear()
+            timeout = config.settings().idle_timeout
             if not timeout:
                 continue
             for session in self.find("all"):
