@@ -119,7 +119,9 @@ class GPUSession:
         self.dead_reason: str | None = None
         # name -> fingerprint (computed here) of the value the remote holds for that name
         self.remote_fingerprints: dict[str, str] = {}
-        self.handlers: dict[str, Callable[[dict, list], None]] = {}
+        # agent event op -> handler(data, buffers): messages the remote sends on its own,
+        # at any time (e.g. metrics logged in a training loop), whatever we are waiting for
+        self.handlers: dict[str, Callable[[dict, list], None]] = dict(_default_handlers)
         self._comm_id = uuid.uuid4().hex
         self._lock = threading.RLock()
         self._pending: str | None = None  # an interrupted execution the remote may still be finishing
@@ -161,12 +163,24 @@ class GPUSession:
             now = time.monotonic()
             if now >= deadline:
                 raise ExecutionTimeoutError(f"the GPU session did not {doing} in time")
-            got = self.kernel.recv(min(0.2, deadline - now))
+            got = self._recv(min(0.2, deadline - now))
             if got is not None and match(*got):
                 return got[1]
             if time.monotonic() - last_check > _ALIVE_CHECK_INTERVAL:
                 last_check = time.monotonic()
                 self._check_alive()
+
+    def _recv(self, timeout: float):
+        """The next message, after handing agent events to their handlers."""
+        got = self.kernel.recv(timeout)
+        if got is not None and got[0] == "iopub":
+            msg = got[1]
+            if msg["msg_type"] == "comm_msg" and msg["content"].get("comm_id") == self._comm_id:
+                handler = self.handlers.get(msg["content"]["data"].get("op"))
+                if handler is not None:
+                    handler(msg["content"]["data"], msg["buffers"])
+                    return None
+        return got
 
     def _check_alive(self):
         if not self.kernel.is_alive():
@@ -262,7 +276,7 @@ class GPUSession:
                     f"execution {msg_id} ran longer than its timeout of {timeout:g}s and was interrupted. "
                     f"Raise it with --timeout SECONDS.", execution_id=msg_id, timeout=timeout)
             try:
-                got = self.kernel.recv(min(0.2, deadline - now))
+                got = self._recv(min(0.2, deadline - now))
                 if got is None or time.monotonic() - last_check > _ALIVE_CHECK_INTERVAL:
                     last_check = time.monotonic()
                     self._check_alive()
@@ -297,8 +311,6 @@ class GPUSession:
                 data = content["data"]
                 if data.get("op") == "result" and data.get("id") == request_id:
                     result = msg
-                elif data.get("op") in self.handlers:
-                    self.handlers[data["op"]](data, msg["buffers"])
         status = reply["content"]["status"]
         if status != "ok":
             error = error or reply["content"]
@@ -350,7 +362,7 @@ class GPUSession:
             return
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            got = self.kernel.recv(min(0.1, deadline - time.monotonic()))
+            got = self._recv(min(0.1, deadline - time.monotonic()))
             if got is None:
                 if not self.kernel.is_alive():
                     break
@@ -383,6 +395,14 @@ class GPUSession:
             "state": "busy" if self.busy else ("idle" if self.alive else "dead"),
             "bytes_sent": self.kernel.bytes_sent, "bytes_received": self.kernel.bytes_received,
         }
+
+
+_default_handlers: dict[str, Callable[[dict, list], None]] = {}
+
+
+def on_agent_event(op: str, handler: Callable[[dict, list], None]) -> None:
+    """Handle agent events ``op`` in every session started from now on (planes plug in here)."""
+    _default_handlers[op] = handler
 
 
 def _parent(msg: dict) -> str | None:
