@@ -98,7 +98,8 @@ class Agent:
             try:
                 enc = wire.encode(ns[name])
             except Exception as exc:
-                unsendable[name] = f"{type(ns[name]).__module__}.{type(ns[name]).__qualname__}: {exc}"
+                if name in names:  # an input that never could travel stays remote without a word
+                    unsendable[name] = f"{type(ns[name]).__module__}.{type(ns[name]).__qualname__}: {exc}"
                 continue
             if name in inputs and name not in names and self.fingerprints.get(name) == enc.fingerprint:
                 continue  # an input the cell left as it was

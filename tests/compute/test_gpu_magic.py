@@ -109,6 +109,7 @@ def test_value_that_cannot_come_back_stays_remote_and_the_rest_apply(ip, capsys)
     assert "'remote_lock' stays in the GPU session" in capsys.readouterr().err
     run(ip, "%%gpu\nheld = remote_lock.locked()")  # still usable remotely
     assert ip.user_ns["held"] is False
+    assert "stays in the GPU session" not in capsys.readouterr().err  # said once, not on every read
 
 
 def test_syntax_error_is_reported_before_anything_is_sent(ip):
