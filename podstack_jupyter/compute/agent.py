@@ -16,13 +16,17 @@ It keeps a fingerprint for each name it shares with the notebook, computed in
 this process, so "did the cell change ``arr``?" compares like with like.
 """
 
+import json
 import sys
+import threading
+import uuid
 
 wire = sys.modules.get("_podstack_wire")
 if wire is None:  # imported as part of the package (tests, local debugging)
     from podstack_jupyter.compute import wire
 
 TARGET = "podstack.agent"
+RPC_PROMPT = "\x00podstack-rpc:"  # an input_request with this prompt waits for an RPC's answer
 
 
 class Agent:
@@ -111,9 +115,43 @@ class Agent:
             self.fingerprints[name] = enc.fingerprint
 
     def emit(self, op, data, buffers=None):
-        """Send a message to the notebook while a cell runs (tracking relay, progress)."""
-        if self.comm is not None:
-            self.comm.send(dict(data, op=op), buffers=buffers)
+        """Send a message to the notebook, from any thread; it is handled in order with
+        every other message this kernel sends (the notebook's ``on_agent_event`` handlers)."""
+        if self.comm is None:
+            raise RuntimeError("the notebook has not connected to this session's agent")
+        self.comm.send(dict(data, op=op), buffers=buffers)
+
+    def call(self, op, data):
+        """Send ``op`` to the notebook and wait for its answer (main thread, inside a cell).
+
+        The request travels in order with everything emitted before it; the answer
+        comes back as the reply to an ``input_request``, the one channel a busy
+        kernel still reads.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("podstack calls that need an answer from the notebook must run on the "
+                               "main thread of the GPU session")
+        request_id = uuid.uuid4().hex
+        self.emit(op, dict(data, id=request_id, reply=True))
+        answer = json.loads(self.kernel.raw_input(RPC_PROMPT + request_id))
+        if "error" in answer:
+            raise _rebuild_error(answer)
+        return answer.get("result")
+
+
+def _rebuild_error(answer):
+    """The notebook's exception type when podstack is importable here, else a RuntimeError."""
+    if answer.get("type") is None:
+        return RuntimeError(answer["error"])
+    try:
+        from podstack_jupyter import errors
+
+        cls = getattr(errors, answer["type"], None)
+    except ImportError:
+        cls = None
+    if cls is not None:
+        return cls(answer["error"])
+    return RuntimeError(f"{answer['type']}: {answer['error']}")
 
 
 _agent = None

@@ -10,6 +10,8 @@ names the cell bound and the inputs it changed) -> the caller applies them.
 from __future__ import annotations
 
 import atexit
+import json
+import sys
 import threading
 import time
 import uuid
@@ -21,6 +23,7 @@ from .. import config
 from ..errors import PodstackError, RemoteExecutionError, SerializationError, SessionDiedError
 from ..errors import ExecutionTimeoutError
 from . import wire
+from .agent import RPC_PROMPT
 from .backends import Allocation, Backend, KernelHandle, get_backend
 from .spec import GPUSpec
 
@@ -122,6 +125,7 @@ class GPUSession:
         # agent event op -> handler(data, buffers): messages the remote sends on its own,
         # at any time (e.g. metrics logged in a training loop), whatever we are waiting for
         self.handlers: dict[str, Callable[[dict, list], None]] = dict(_default_handlers)
+        self.rpc_answers: dict[str, dict] = {}  # request id -> answer, for agent.call()
         self._comm_id = uuid.uuid4().hex
         self._lock = threading.RLock()
         self._pending: str | None = None  # an interrupted execution the remote may still be finishing
@@ -176,9 +180,17 @@ class GPUSession:
         if got is not None and got[0] == "iopub":
             msg = got[1]
             if msg["msg_type"] == "comm_msg" and msg["content"].get("comm_id") == self._comm_id:
-                handler = self.handlers.get(msg["content"]["data"].get("op"))
+                data = msg["content"]["data"]
+                handler = self.handlers.get(data.get("op"))
                 if handler is not None:
-                    handler(msg["content"]["data"], msg["buffers"])
+                    try:
+                        answer = {"result": handler(data, msg["buffers"])}
+                    except Exception as exc:  # reported to the remote caller, or printed
+                        answer = {"error": str(exc), "type": type(exc).__name__}
+                        if not data.get("reply"):
+                            print(f"[podstack] {data.get('op')} from the GPU session failed: {exc}", file=sys.stderr)
+                    if data.get("reply"):
+                        self.rpc_answers[data["id"]] = answer
                     return None
         return got
 
@@ -337,6 +349,16 @@ class GPUSession:
 
     def _answer_input(self, msg):
         content = msg["content"]
+        prompt = content.get("prompt", "")
+        if prompt.startswith(RPC_PROMPT):
+            request_id = prompt[len(RPC_PROMPT):]
+            # the request itself travels on iopub ahead of this prompt; keep reading until it is answered
+            deadline = time.monotonic() + 600
+            while request_id not in self.rpc_answers and time.monotonic() < deadline:
+                self._recv(0.1)
+            answer = self.rpc_answers.pop(request_id, {"error": "the request never arrived", "type": None})
+            self.kernel.send("stdin", "input_reply", {"value": json.dumps(answer, default=str)}, parent=msg)
+            return
         try:
             if content.get("password"):
                 import getpass
