@@ -122,9 +122,6 @@ class GPUSession:
         self.dead_reason: str | None = None
         # name -> fingerprint (computed here) of the value the remote holds for that name
         self.remote_fingerprints: dict[str, str] = {}
-        # agent event op -> handler(data, buffers): messages the remote sends on its own,
-        # at any time (e.g. metrics logged in a training loop), whatever we are waiting for
-        self.handlers: dict[str, Callable[[dict, list], None]] = dict(_default_handlers)
         self.rpc_answers: dict[str, dict] = {}  # request id -> answer, for agent.call()
         self._comm_id = uuid.uuid4().hex
         self._lock = threading.RLock()
@@ -181,7 +178,7 @@ class GPUSession:
             msg = got[1]
             if msg["msg_type"] == "comm_msg" and msg["content"].get("comm_id") == self._comm_id:
                 data = msg["content"]["data"]
-                handler = self.handlers.get(data.get("op"))
+                handler = _event_handlers.get(data.get("op"))
                 if handler is not None:
                     try:
                         answer = {"result": handler(data, msg["buffers"])}
@@ -419,12 +416,18 @@ class GPUSession:
         }
 
 
-_default_handlers: dict[str, Callable[[dict, list], None]] = {}
+# agent event op -> handler(data, buffers): messages a remote sends on its own, at any
+# time (e.g. metrics logged in a training loop), handled whatever a session is waiting for
+_event_handlers: dict[str, Callable[[dict, list], object]] = {}
 
 
-def on_agent_event(op: str, handler: Callable[[dict, list], None]) -> None:
-    """Handle agent events ``op`` in every session started from now on (planes plug in here)."""
-    _default_handlers[op] = handler
+def on_agent_event(op: str, handler: Callable[[dict, list], object] | None) -> None:
+    """Handle agent events ``op`` from every session (the planes plug in here); ``None`` removes it.
+    For ``agent.call`` requests, the handler's return value (JSON-able) is the answer."""
+    if handler is None:
+        _event_handlers.pop(op, None)
+    else:
+        _event_handlers[op] = handler
 
 
 def _parent(msg: dict) -> str | None:

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from podstack_jupyter.compute import sessions
-from podstack_jupyter.compute.session import _default_handlers, on_agent_event
+from podstack_jupyter.compute.session import on_agent_event
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def recorder():
     on_agent_event("test.fail", lambda data, buffers: {}["missing"])
     yield seen
     for op in ("test.record", "test.double", "test.fail"):
-        _default_handlers.pop(op, None)
+        on_agent_event(op, None)
 
 
 def test_events_arrive_while_the_cell_runs_even_from_threads(ip, recorder):
