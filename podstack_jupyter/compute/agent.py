@@ -35,7 +35,10 @@ class Agent:
         self.kernel = shell.kernel
         self.comm = None
         self.fingerprints = {}  # name -> fingerprint of the value the notebook also holds
+        self.context = {}  # the notebook's context for the running cell (e.g. its active tracked run)
+        self.on_cell_end = []  # callables run before a cell's results are sent (e.g. flush metrics)
         self.kernel.comm_manager.register_target(TARGET, self._on_open)
+        shell.events.register("pre_run_cell", self._pre_run_cell)
         shell.events.register("post_run_cell", self._post_run_cell)
 
     # -- comm -------------------------------------------------------------
@@ -72,12 +75,23 @@ class Agent:
             self.fingerprints[name] = wire.encode(value).fingerprint
         self.comm.send({"op": "pushed", "id": data["id"], "status": "ok"})
 
-    # -- after each tagged cell -------------------------------------------
-    def _post_run_cell(self, result):
+    # -- around each tagged cell ------------------------------------------
+    def _meta(self):
         request = self.kernel.get_parent("shell") or {}
-        meta = (request.get("metadata") or {}).get("podstack")
+        return (request.get("metadata") or {}).get("podstack")
+
+    def _pre_run_cell(self, info):
+        self.context = (self._meta() or {}).get("context") or {}
+
+    def _post_run_cell(self, result):
+        meta = self._meta()
         if not meta or self.comm is None:
             return
+        for callback in list(self.on_cell_end):
+            try:
+                callback()
+            except Exception as exc:  # a failed flush must not lose the cell's results
+                print(f"[podstack] {exc}", file=sys.stderr)
         try:
             if not result.success:
                 self.comm.send({"op": "result", "id": meta["id"], "status": "failed"})
@@ -87,6 +101,7 @@ class Agent:
             for name in meta.get("drop", []):  # scratch names of a function call
                 self.shell.user_ns.pop(name, None)
                 self.fingerprints.pop(name, None)
+            self.context = {}
 
     def _send_values(self, request_id, names, inputs):
         ns = self.shell.user_ns

@@ -178,7 +178,7 @@ class GPUSession:
             msg = got[1]
             if msg["msg_type"] == "comm_msg" and msg["content"].get("comm_id") == self._comm_id:
                 data = msg["content"]["data"]
-                handler = _event_handlers.get(data.get("op"))
+                handler = _event_handlers.get(data.get("op")) or _lazy_handler(data.get("op"))
                 if handler is not None:
                     try:
                         answer = {"result": handler(data, msg["buffers"])}
@@ -240,11 +240,13 @@ class GPUSession:
 
     # -- execute -----------------------------------------------------------
     def execute(self, code: str, *, inputs: list[str] = (), binds: list[str] = (), timeout: float | None = None,
-                sink: OutputSink | None = None, line_offset: int = 0, drop: list[str] = ()) -> ExecutionOutcome:
+                sink: OutputSink | None = None, line_offset: int = 0, drop: list[str] = (),
+                context: dict | None = None) -> ExecutionOutcome:
         """Run ``code`` remotely, relaying output to ``sink`` as it arrives.
 
         ``binds`` come back if the remote has them; ``inputs`` come back only if
-        their content changed; ``drop`` names are deleted remotely afterwards. Raises RemoteExecutionError (the remote raised),
+        their content changed; ``drop`` names are deleted remotely afterwards; ``context``
+        (JSON) is what the remote agent sees of the notebook while the cell runs. Raises RemoteExecutionError (the remote raised),
         ExecutionTimeoutError (``timeout`` passed; the remote is interrupted),
         SessionDiedError, or KeyboardInterrupt (the remote is interrupted too).
         """
@@ -262,7 +264,7 @@ class GPUSession:
                     "code": "#\n" * line_offset + code, "silent": False, "store_history": True,
                     "user_expressions": {}, "allow_stdin": True, "stop_on_error": False,
                 }, metadata={"podstack": {"id": request_id, "binds": list(binds), "inputs": list(inputs),
-                                        "drop": list(drop)}})
+                                        "drop": list(drop), "context": context or _cell_context()}})
                 outcome = ExecutionOutcome(msg_id)
                 self._relay_until_done(msg_id, request_id, started + timeout, timeout, sink, outcome)
             finally:
@@ -416,6 +418,15 @@ class GPUSession:
         }
 
 
+def _cell_context() -> dict:
+    """What a remote cell may know of the notebook: the active tracked run, when tracking is in use."""
+    if "podstack_jupyter.tracking.registry" not in sys.modules:  # tracking never used: nothing to say
+        return {}
+    from ..tracking.relay import notebook_context
+
+    return notebook_context()
+
+
 # agent event op -> handler(data, buffers): messages a remote sends on its own, at any
 # time (e.g. metrics logged in a training loop), handled whatever a session is waiting for
 _event_handlers: dict[str, Callable[[dict, list], object]] = {}
@@ -428,6 +439,21 @@ def on_agent_event(op: str, handler: Callable[[dict, list], object] | None) -> N
         _event_handlers.pop(op, None)
     else:
         _event_handlers[op] = handler
+
+
+# handlers of planes that are imported only when their first event arrives
+_LAZY_HANDLERS = {"tracking.store": ("podstack_jupyter.tracking.relay", "handle_store_call")}
+
+
+def _lazy_handler(op):
+    if op not in _LAZY_HANDLERS:
+        return None
+    module_name, attribute = _LAZY_HANDLERS[op]
+    import importlib
+
+    handler = getattr(importlib.import_module(module_name), attribute)
+    _event_handlers[op] = handler
+    return handler
 
 
 def _parent(msg: dict) -> str | None:
