@@ -1,0 +1,83 @@
+"""Tracking from inside a GPU session, through the session itself.
+
+Code running in a remote kernel (``podstack.registry.log_metrics`` in a training
+loop on the GPU node) talks to a :class:`RelayStore`: each store call travels to
+the notebook as an agent message and runs there against the notebook's store,
+so the GPU node needs no route to the database. Calls on the cell's main thread
+wait for their answer (errors are raised remotely, in order with everything
+sent before); calls from background threads, such as the metric flusher, are
+sent without waiting, so a training loop never blocks on the notebook and its
+metrics arrive while the cell is still running.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+from .store import Store, current_store
+
+__all__ = ["RelayStore", "session_store", "handle_store_call", "notebook_context"]
+
+OP = "tracking.store"
+
+
+class RelayStore(Store):
+    """A :class:`Store` whose every method runs in the notebook that owns this session."""
+
+    def __init__(self, agent):
+        self._agent = agent
+
+    def _send(self, method: str, args: tuple, kwargs: dict):
+        data = {"method": method, "args": list(args), "kwargs": kwargs}
+        if threading.current_thread() is threading.main_thread():
+            return self._agent.call(OP, data)
+        self._agent.emit(OP, data)  # fire and forget: ordered with everything else this kernel sends
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def _forwarder(name):
+    def method(self, *args, **kwargs):
+        return self._send(name, args, kwargs)
+
+    method.__name__ = name
+    method.__doc__ = getattr(Store, name).__doc__
+    return method
+
+
+for _name in sorted(Store.__abstractmethods__ | {"get_run"}):
+    setattr(RelayStore, _name, _forwarder(_name))
+RelayStore.__abstractmethods__ = frozenset()
+
+
+def session_store() -> RelayStore | None:
+    """The relay, when this process is a GPU session's kernel with a connected agent."""
+    if os.environ.get("PODSTACK_SESSION") != "1":
+        return None
+    agent_module = sys.modules.get("_podstack_agent")
+    agent = getattr(agent_module, "_agent", None)
+    if agent is None or agent.comm is None:
+        return None
+    return RelayStore(agent)
+
+
+def handle_store_call(data: dict, buffers: list):
+    """Notebook side: run a relayed store call against the notebook's store."""
+    method = data["method"]
+    if method.startswith("_") or not hasattr(Store, method):
+        raise AttributeError(f"{method!r} is not a Store method")
+    return getattr(current_store(), method)(*data["args"], **data["kwargs"])
+
+
+def notebook_context() -> dict:
+    """What a remote cell should know of the notebook's tracking: its active run, if any."""
+    registry = sys.modules.get("podstack_jupyter.tracking.registry")
+    active = getattr(registry, "active_run", None)
+    run = active() if active is not None else None
+    if run is None:
+        return {}
+    return {"tracking": {"run_id": run.id, "experiment_id": getattr(run, "experiment_id", None)}}

@@ -1,0 +1,159 @@
+"""The ``Store`` interface: everything the tracking plane persists, in plain JSON-able data.
+
+Every argument and every return value is ``str``/``int``/``float``/``bool``/``None``
+or lists/tuples/dicts of those, so a call can be relayed as a message (code
+running inside a remote GPU kernel logs through the notebook's store, and the
+GPU node needs no route to the database). Ids of new things (experiments,
+runs, datasets, models, versions) are uuid4 strings made by the caller, so the
+create calls need no reply. Times are float seconds since the epoch (UTC).
+
+Records returned (dicts):
+
+experiment
+    ``{"id", "name", "description", "tags": {}, "created_at"}``
+run
+    ``{"id", "experiment_id", "name", "parent_run_id", "status", "start_time",
+    "end_time", "source", "gpu": {} | None, "params": {}, "tags": {}, "metrics": {}}``
+    (``metrics`` maps each key to its latest value)
+dataset
+    ``{"id", "name", "digest", "source_type", "source", "schema": {}, "profile": {},
+    "tags": {}, "created_at"}`` (plus ``"context"`` when listed for a run)
+artifact
+    ``{"path", "digest", "size", "created_at"}``
+registered model
+    ``{"id", "name", "description", "tags": {}, "created_at", "updated_at",
+    "versions": [model version...], "aliases": {alias: version}}``
+model version
+    ``{"id", "model_id", "version", "run_id", "stage", "source", "framework",
+    "description", "created_at", "updated_at"}``
+"""
+
+from __future__ import annotations
+
+import abc
+
+__all__ = ["Store", "RUN_STATUSES", "MODEL_STAGES", "DATASET_CONTEXTS", "SOURCE_TYPES"]
+
+RUN_STATUSES = ("running", "completed", "failed", "killed")
+MODEL_STAGES = ("development", "staging", "production", "archived")
+DATASET_CONTEXTS = ("training", "validation", "test")
+SOURCE_TYPES = ("local", "s3", "gcs", "url")
+
+
+class Store(abc.ABC):
+    """Persistence of experiments, runs, metrics, datasets, artifacts index and the model registry."""
+
+    # -- experiments ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def ensure_experiment(self, experiment_id: str, name: str, created_at: float,
+                          description: str | None = None, tags: dict | None = None) -> dict:
+        """The experiment called ``name``, created with ``experiment_id`` if there is none."""
+
+    @abc.abstractmethod
+    def get_experiment(self, experiment_id: str) -> dict | None: ...
+
+    @abc.abstractmethod
+    def get_experiment_by_name(self, name: str) -> dict | None: ...
+
+    @abc.abstractmethod
+    def list_experiments(self) -> list: ...
+
+    # -- runs ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_run(self, run: dict) -> None:
+        """Insert a run: ``{"id", "experiment_id", "name", "parent_run_id", "status",
+        "start_time", "source", "gpu", "tags"}``."""
+
+    @abc.abstractmethod
+    def update_run(self, run_id: str, fields: dict) -> None:
+        """Set some of ``status``, ``end_time``, ``name``, ``source``, ``gpu`` of a run."""
+
+    @abc.abstractmethod
+    def get_runs(self, run_ids: list) -> list:
+        """The runs with these ids (missing ones left out), in the order asked."""
+
+    def get_run(self, run_id: str) -> dict | None:
+        found = self.get_runs([run_id])
+        return found[0] if found else None
+
+    @abc.abstractmethod
+    def search_runs(self, query: dict) -> list:
+        """Runs matching ``query``: ``{"experiment_ids": [..] | None, "statuses": [..] | None,
+        "clauses": [{"kind", "key", "op", "value"}...], "order_by": [{"kind", "key", "ascending"}...],
+        "max_results": int}``. ``kind`` is ``metric``/``param``/``tag``/``attribute``/``dataset``."""
+
+    @abc.abstractmethod
+    def log_params(self, run_id: str, params: dict) -> None:
+        """Record params (``{key: str}``). A key already logged with another value is an
+        ``InvalidArgumentError`` and nothing is written (keys under ``podstack.`` may change)."""
+
+    @abc.abstractmethod
+    def set_tags(self, run_id: str, tags: dict) -> None: ...
+
+    @abc.abstractmethod
+    def delete_tag(self, run_id: str, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def log_metrics(self, points: list) -> None:
+        """Append metric points ``[run_id, key, value, step, timestamp]`` in one transaction
+        and keep each (run, key)'s latest value (highest step, then newest) current."""
+
+    @abc.abstractmethod
+    def get_metric_history(self, run_id: str, key: str) -> dict:
+        """The points of one metric ordered by step, then by logging order, packed:
+        ``{"count": n, "encoding": "base64-le", "steps": ..., "values": ..., "timestamps": ...}``
+        where each field is the base64 of little-endian int64 (steps) or float64 (values,
+        timestamps) arrays. Compact to relay, and a million points decode in milliseconds."""
+
+    # -- datasets ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def log_dataset(self, run_id: str | None, dataset: dict, context: str, logged_at: float) -> dict:
+        """Store ``dataset`` (or find the record it duplicates: same name and digest, or same
+        name and source when there is no digest) and link it to the run. Returns the record."""
+
+    @abc.abstractmethod
+    def get_run_datasets(self, run_id: str) -> list:
+        """Datasets linked to the run, in the order they were logged, each with ``context``."""
+
+    # -- artifacts index ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def log_artifacts(self, run_id: str, entries: list) -> None:
+        """Record ``[{"path", "digest", "size", "created_at"}...]`` (a path logged again is replaced)."""
+
+    @abc.abstractmethod
+    def list_artifacts(self, run_id: str) -> list: ...
+
+    # -- model registry -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def ensure_registered_model(self, model_id: str, name: str, created_at: float,
+                                description: str | None = None) -> dict: ...
+
+    @abc.abstractmethod
+    def get_registered_model(self, name: str | None = None, model_id: str | None = None) -> dict | None: ...
+
+    @abc.abstractmethod
+    def list_registered_models(self) -> list: ...
+
+    @abc.abstractmethod
+    def create_model_version(self, version: dict) -> dict:
+        """Add the next version (1, 2, 3...) of ``version["model_id"]``: ``{"id", "model_id", "run_id",
+        "stage", "source", "framework", "description", "created_at"}``. Returns it with its number."""
+
+    @abc.abstractmethod
+    def update_model_version(self, model_id: str, version: int, fields: dict, updated_at: float) -> None:
+        """Set ``stage`` and/or ``description``; with ``fields["archive_others_in_stage"]`` true, other
+        versions in the new stage move to ``archived``."""
+
+    @abc.abstractmethod
+    def set_model_alias(self, model_id: str, alias: str, version: int) -> None: ...
+
+    @abc.abstractmethod
+    def delete_model_alias(self, model_id: str, alias: str) -> None: ...
+
+    @abc.abstractmethod
+    def get_model_lineage(self, model_id: str) -> dict | None:
+        """``{"model_id", "versions": [{"version", "stage", "run_id", "run_name", "datasets": [...]}]}``,
+        newest version first; ``None`` if there is no such model."""
+
+    def close(self) -> None:
+        """Release connections."""

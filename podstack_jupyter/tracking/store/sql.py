@@ -1,0 +1,688 @@
+"""``SQLStore``: the tracking store on SQLAlchemy Core (SQLite file by default, PostgreSQL for teams).
+
+Opening a store brings its schema to the newest Alembic revision (the scripts
+ship in ``migrations/``), under a lock so that two processes opening a fresh
+database at once do not both create it.
+
+SQLite runs in WAL mode with a 30 s busy timeout, and every write transaction
+starts with ``BEGIN IMMEDIATE``: two processes logging into the same file wait
+for each other instead of failing. Metric points are appended with one
+``executemany`` (SQLite) or ``COPY`` (PostgreSQL) per batch.
+"""
+
+from __future__ import annotations
+
+import array
+import base64
+import contextlib
+import hashlib
+import json
+import math
+import operator
+import sys
+import threading
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import make_url
+
+from ...errors import ConfigurationError, InvalidArgumentError
+from . import _schema as S
+from ._base import Store
+
+__all__ = ["SQLStore", "upgrade"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_CHUNK = 500  # ids per IN (...) list
+_SQLITE_BUSY_MS = 30_000
+_PG_MIGRATION_LOCK = 0x706F6473  # "pods": advisory lock id held while migrating
+
+
+def _dumps(value):
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def _loads(text, default=None):
+    return default if text is None else json.loads(text)
+
+
+def _number(text: str):
+    """``text`` as a finite float when it reads as a number, else ``None``."""
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+_STEP = operator.itemgetter(3)
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+def _pack(typecode: str, items) -> bytes:
+    packed = array.array(typecode, items)
+    if _BIG_ENDIAN:
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _b64(packed: array.array) -> str:
+    return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+def _chunks(items, size=_CHUNK):
+    items = list(items)
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _engine_for(url_text: str) -> sa.engine.Engine:
+    try:
+        url = make_url(url_text)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(f"tracking URI {url_text!r} is not a SQLAlchemy URL: {exc}") from None
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        memory = database in ("", ":memory:") or database.startswith("file::memory:")
+        if not memory:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs = {"connect_args": {"check_same_thread": False, "timeout": _SQLITE_BUSY_MS / 1000}}
+        if memory:
+            kwargs["poolclass"] = sa.pool.StaticPool
+        engine = sa.create_engine(url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection, _record):
+            # Let SQLAlchemy's "begin" event below issue BEGIN itself (pysqlite's own is deferred-only).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+            if not memory:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            # A write takes the write lock up front: a deferred transaction that read first
+            # could fail at once with SQLITE_BUSY instead of waiting for the other writer.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("podstack_write")
+                                 else "BEGIN")
+
+        return engine
+    if url.drivername == "postgresql":
+        # SQLAlchemy's default PostgreSQL driver is psycopg2; podstack depends on psycopg 3.
+        try:
+            import psycopg  # noqa: F401
+
+            url = url.set(drivername="postgresql+psycopg")
+        except ImportError:
+            pass
+    try:
+        return sa.create_engine(url, pool_pre_ping=True)
+    except (ImportError, sa.exc.NoSuchModuleError) as exc:
+        raise ConfigurationError(
+            f"cannot open tracking store {url.render_as_string(hide_password=True)}: {exc}. "
+            "For PostgreSQL install the driver: pip install 'podstack-jupyter[postgres]'") from None
+
+
+def _alembic_config(connection=None):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(engine: sa.engine.Engine) -> str:
+    """Bring the database behind ``engine`` to the newest schema revision; returns the revision."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        conn.rollback()
+    if current == head:
+        return head
+    with engine.connect().execution_options(podstack_write=True) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+        # SQLite: BEGIN IMMEDIATE already holds the write lock. Someone may have migrated meanwhile.
+        if MigrationContext.configure(conn).get_current_revision() != head:
+            command.upgrade(_alembic_config(conn), "head")
+    return head
+
+
+class SQLStore(Store):
+    """The tracking store in a SQL database: ``SQLStore("sqlite:////path/podstack.db")`` or
+    ``SQLStore("postgresql://user@host/db")``. The schema is created or upgraded on open."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._engine = _engine_for(url)
+        self.dialect = self._engine.dialect.name
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigurationError(f"tracking store: {self.dialect} is not supported; use SQLite or PostgreSQL")
+        self._ph = "?" if self._engine.dialect.paramstyle == "qmark" else "%s"
+        try:
+            upgrade(self._engine)
+        except sa.exc.OperationalError as exc:
+            self._engine.dispose()
+            raise ConfigurationError(f"cannot open tracking store {self._safe_url()}: {exc.orig}") from None
+        self._metric_sql = self._sql(
+            'INSERT INTO metrics (run_id, key, value, step, "timestamp") VALUES (?, ?, ?, ?, ?)')
+        self._latest_sql = self._sql(
+            'INSERT INTO latest_metrics (run_id, key, value, step, "timestamp") VALUES (?, ?, ?, ?, ?) '
+            'ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, step = excluded.step, '
+            '"timestamp" = excluded."timestamp" WHERE excluded.step > latest_metrics.step OR '
+            '(excluded.step = latest_metrics.step AND excluded."timestamp" >= latest_metrics."timestamp")')
+        self._closed = threading.Event()
+
+    def __repr__(self):
+        return f"SQLStore({self._safe_url()!r})"
+
+    def _safe_url(self):
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def _sql(self, text: str) -> str:
+        return text if self._ph == "?" else text.replace("?", "%s")
+
+    @contextlib.contextmanager
+    def _write(self):
+        with self._engine.connect().execution_options(podstack_write=True) as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def _read(self):
+        with self._engine.connect() as conn:
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
+    def _upsert(self, conn, table, rows: list, keys: tuple, update: tuple):
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(table)
+        stmt = stmt.on_conflict_do_update(index_elements=list(keys),
+                                          set_={c: stmt.excluded[c] for c in update})
+        conn.execute(stmt, rows)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- experiments ---------------------------------------------------------------------------
+    @staticmethod
+    def _experiment(row) -> dict:
+        return {"id": row.id, "name": row.name, "description": row.description,
+                "tags": _loads(row.tags, {}), "created_at": row.created_at}
+
+    def ensure_experiment(self, experiment_id, name, created_at, description=None, tags=None):
+        existing = self.get_experiment_by_name(name)
+        if existing is not None:
+            return existing
+        try:
+            with self._write() as conn:
+                row = conn.execute(select(S.experiments).where(S.experiments.c.name == name)).first()
+                if row is not None:
+                    return self._experiment(row)
+                conn.execute(S.experiments.insert().values(id=experiment_id, name=name, description=description,
+                                                           tags=_dumps(tags or {}), created_at=created_at))
+        except sa.exc.IntegrityError:  # another process created it first
+            pass
+        return self.get_experiment_by_name(name)
+
+    def get_experiment(self, experiment_id):
+        with self._read() as conn:
+            row = conn.execute(select(S.experiments).where(S.experiments.c.id == experiment_id)).first()
+        return None if row is None else self._experiment(row)
+
+    def get_experiment_by_name(self, name):
+        with self._read() as conn:
+            row = conn.execute(select(S.experiments).where(S.experiments.c.name == name)).first()
+        return None if row is None else self._experiment(row)
+
+    def list_experiments(self):
+        with self._read() as conn:
+            rows = conn.execute(select(S.experiments).order_by(S.experiments.c.created_at,
+                                                                S.experiments.c.name)).all()
+        return [self._experiment(r) for r in rows]
+
+    # -- runs ----------------------------------------------------------------------------------
+    def create_run(self, run):
+        with self._write() as conn:
+            conn.execute(S.runs.insert().values(
+                id=run["id"], experiment_id=run["experiment_id"], name=run.get("name"),
+                parent_run_id=run.get("parent_run_id"), status=run.get("status", "running"),
+                start_time=run["start_time"], end_time=run.get("end_time"), source=run.get("source"),
+                gpu=_dumps(run.get("gpu"))))
+            tags = run.get("tags") or {}
+            if tags:
+                conn.execute(S.tags.insert(), [{"run_id": run["id"], "key": k, "value": str(v)}
+                                               for k, v in tags.items()])
+
+    _RUN_FIELDS = ("status", "end_time", "name", "source", "gpu")
+
+    def update_run(self, run_id, fields):
+        unknown = set(fields) - set(self._RUN_FIELDS)
+        if unknown:
+            raise InvalidArgumentError(f"update_run: cannot set {sorted(unknown)}; fields are {self._RUN_FIELDS}")
+        values = dict(fields)
+        if "gpu" in values:
+            values["gpu"] = _dumps(values["gpu"])
+        with self._write() as conn:
+            conn.execute(S.runs.update().where(S.runs.c.id == run_id).values(**values))
+
+    def get_runs(self, run_ids):
+        run_ids = list(dict.fromkeys(run_ids))
+        found: dict = {}
+        with self._read() as conn:
+            for chunk in _chunks(run_ids):
+                for r in conn.execute(select(S.runs).where(S.runs.c.id.in_(chunk))):
+                    found[r.id] = {"id": r.id, "experiment_id": r.experiment_id, "name": r.name,
+                                   "parent_run_id": r.parent_run_id, "status": r.status,
+                                   "start_time": r.start_time, "end_time": r.end_time, "source": r.source,
+                                   "gpu": _loads(r.gpu), "params": {}, "tags": {}, "metrics": {}}
+                for table, field in ((S.params, "params"), (S.tags, "tags")):
+                    for r in conn.execute(select(table.c.run_id, table.c.key, table.c.value)
+                                          .where(table.c.run_id.in_(chunk))):
+                        found[r.run_id][field][r.key] = r.value
+                lm = S.latest_metrics
+                for r in conn.execute(select(lm.c.run_id, lm.c.key, lm.c.value).where(lm.c.run_id.in_(chunk))):
+                    if r.run_id in found:
+                        found[r.run_id]["metrics"][r.key] = math.nan if r.value is None else r.value
+        return [found[i] for i in run_ids if i in found]
+
+    def log_params(self, run_id, params):
+        if not params:
+            return
+        with self._write() as conn:
+            existing = {}
+            for chunk in _chunks(params):
+                existing.update(conn.execute(select(S.params.c.key, S.params.c.value).where(
+                    S.params.c.run_id == run_id, S.params.c.key.in_(chunk))).all())
+            conflicts = {k: (existing[k], v) for k, v in params.items()
+                         if k in existing and existing[k] != v and not k.startswith("podstack.")}
+            if conflicts:
+                shown = ", ".join(f"{k}: logged {old!r}, now {new!r}" for k, (old, new) in conflicts.items())
+                raise InvalidArgumentError(
+                    f"params cannot change once logged ({shown}); nothing was logged. "
+                    "Log the new value under another name, as a tag, or in a new run.")
+            rows = [{"run_id": run_id, "key": k, "value": v, "value_num": _number(v)}
+                    for k, v in params.items() if existing.get(k) != v]
+            self._upsert(conn, S.params, rows, ("run_id", "key"), ("value", "value_num"))
+
+    def set_tags(self, run_id, tags):
+        if tags:
+            with self._write() as conn:
+                self._upsert(conn, S.tags, [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
+                             ("run_id", "key"), ("value",))
+
+    def delete_tag(self, run_id, key):
+        with self._write() as conn:
+            conn.execute(S.tags.delete().where(S.tags.c.run_id == run_id, S.tags.c.key == key))
+
+    def log_metrics(self, points):
+        if not points:
+            return
+        groups: dict = {}
+        for p in points:
+            key = (p[0], p[1])
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [p]
+            else:
+                group.append(p)
+        chunks, latest = [], []
+        for (run_id, key), group in groups.items():
+            steps = [p[3] for p in group]
+            if not all(map(operator.le, steps, steps[1:])):
+                group.sort(key=_STEP)  # stable: equal steps keep their logging order
+                steps = [p[3] for p in group]
+            latest.append(group[-1])
+            chunks.append({"run_id": run_id, "key": key, "count": len(group), "first_step": steps[0],
+                           "last_step": steps[-1], "steps": _pack("q", steps),
+                           "values": _pack("d", [math.nan if p[2] is None else p[2] for p in group]),
+                           "timestamps": _pack("d", [p[4] for p in group])})
+        with self._write() as conn:
+            dbapi = conn.connection.driver_connection
+            if self.dialect == "postgresql":
+                with dbapi.cursor() as cur:
+                    with cur.copy('COPY metrics (run_id, key, value, step, "timestamp") FROM STDIN') as copy:
+                        for p in points:
+                            copy.write_row(p)
+                    cur.executemany(self._latest_sql, latest)
+            else:
+                cur = dbapi.cursor()
+                try:
+                    cur.executemany(self._metric_sql, points)
+                    cur.executemany(self._latest_sql, latest)
+                finally:
+                    cur.close()
+            conn.execute(S.metric_chunks.insert(), chunks)
+
+    def get_metric_history(self, run_id, key):
+        C = S.metric_chunks
+        with self._read() as conn:
+            rows = conn.execute(select(C.c.first_step, C.c.last_step, C.c.steps, C.c["values"], C.c.timestamps)
+                                .where(C.c.run_id == run_id, C.c.key == key).order_by(C.c.id)).all()
+        steps, values, stamps = array.array("q"), array.array("d"), array.array("d")
+        ordered, last = True, None
+        for r in rows:
+            ordered = ordered and (last is None or r.first_step >= last)
+            last = r.last_step if last is None else max(last, r.last_step)
+            steps.frombytes(r.steps)
+            values.frombytes(r.values)
+            stamps.frombytes(r.timestamps)
+        if _BIG_ENDIAN:
+            for a in (steps, values, stamps):
+                a.byteswap()
+        if not ordered:  # chunks from several writers interleave: one stable sort by step
+            order = sorted(range(len(steps)), key=steps.__getitem__)
+            steps = array.array("q", [steps[i] for i in order])
+            values = array.array("d", [values[i] for i in order])
+            stamps = array.array("d", [stamps[i] for i in order])
+        return {"count": len(steps), "encoding": "base64-le",
+                "steps": _b64(steps), "values": _b64(values), "timestamps": _b64(stamps)}
+
+    # -- search --------------------------------------------------------------------------------
+    _ATTRIBUTES = {"id": "id", "run_id": "id", "name": "name", "run_name": "name", "status": "status",
+                   "start_time": "start_time", "end_time": "end_time", "experiment_id": "experiment_id",
+                   "parent_run_id": "parent_run_id"}
+    _DATASET_FIELDS = ("name", "digest", "source", "source_type", "id", "context")
+    _OPS = ("=", "!=", "<", "<=", ">", ">=", "LIKE", "ILIKE", "IN", "NOT IN")
+
+    @staticmethod
+    def _compare(column, op, value):
+        if op == "=":
+            return column == value
+        if op == "!=":
+            return column != value
+        if op == "<":
+            return column < value
+        if op == "<=":
+            return column <= value
+        if op == ">":
+            return column > value
+        if op == ">=":
+            return column >= value
+        if op == "LIKE":
+            return column.like(value)
+        if op == "ILIKE":
+            return column.ilike(value)
+        if op == "IN":
+            return column.in_(list(value))
+        if op == "NOT IN":
+            return column.not_in(list(value))
+        raise InvalidArgumentError(f"search: unknown operator {op!r}; use one of {SQLStore._OPS}")
+
+    @staticmethod
+    def _is_number(value) -> bool:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+    def search_runs(self, query):
+        runs = S.runs
+        stmt = select(runs.c.id).select_from(runs)
+        froms = runs
+        conditions = []
+        if query.get("experiment_ids"):
+            conditions.append(runs.c.experiment_id.in_(list(query["experiment_ids"])))
+        if query.get("statuses"):
+            conditions.append(runs.c.status.in_(list(query["statuses"])))
+        for n, clause in enumerate(query.get("clauses") or ()):
+            kind, key, op, value = clause["kind"], clause["key"], clause["op"], clause["value"]
+            if kind == "metric":
+                lm = S.latest_metrics.alias(f"m{n}")
+                froms = froms.join(lm, sa.and_(lm.c.run_id == runs.c.id, lm.c.key == key))
+                conditions.append(self._compare(lm.c.value, op, value))
+            elif kind == "param":
+                p = S.params.alias(f"p{n}")
+                froms = froms.join(p, sa.and_(p.c.run_id == runs.c.id, p.c.key == key))
+                numeric = self._is_number(value) and op not in ("LIKE", "ILIKE")
+                conditions.append(self._compare(p.c.value_num if numeric else p.c.value, op,
+                                                value if numeric or op in ("IN", "NOT IN")
+                                                else str(value)))
+            elif kind == "tag":
+                t = S.tags.alias(f"t{n}")
+                froms = froms.join(t, sa.and_(t.c.run_id == runs.c.id, t.c.key == key))
+                conditions.append(self._compare(t.c.value, op, value))
+            elif kind == "attribute":
+                if key not in self._ATTRIBUTES:
+                    raise InvalidArgumentError(f"search: unknown run attribute {key!r}; "
+                                               f"use one of {sorted(self._ATTRIBUTES)}")
+                conditions.append(self._compare(runs.c[self._ATTRIBUTES[key]], op, value))
+            elif kind == "dataset":
+                if key not in self._DATASET_FIELDS:
+                    raise InvalidArgumentError(f"search: unknown dataset field {key!r}; "
+                                               f"use one of {list(self._DATASET_FIELDS)}")
+                rd, d = S.run_datasets.alias(f"rd{n}"), S.datasets.alias(f"d{n}")
+                column = rd.c.context if key == "context" else d.c[key]
+                conditions.append(sa.exists(select(sa.literal(1)).select_from(
+                    rd.join(d, d.c.id == rd.c.dataset_id)).where(rd.c.run_id == runs.c.id,
+                                                                 self._compare(column, op, value))))
+            else:
+                raise InvalidArgumentError(f"search: unknown clause kind {kind!r}")
+        order = []
+        for n, item in enumerate(query.get("order_by") or ()):
+            kind, key, ascending = item["kind"], item["key"], item.get("ascending", True)
+            if kind == "metric":
+                lm = S.latest_metrics.alias(f"om{n}")
+                froms = froms.outerjoin(lm, sa.and_(lm.c.run_id == runs.c.id, lm.c.key == key))
+                columns = [lm.c.value]
+            elif kind == "param":
+                p = S.params.alias(f"op{n}")
+                froms = froms.outerjoin(p, sa.and_(p.c.run_id == runs.c.id, p.c.key == key))
+                columns = [p.c.value_num, p.c.value]
+            elif kind == "tag":
+                t = S.tags.alias(f"ot{n}")
+                froms = froms.outerjoin(t, sa.and_(t.c.run_id == runs.c.id, t.c.key == key))
+                columns = [t.c.value]
+            elif kind == "attribute" and key in self._ATTRIBUTES:
+                columns = [runs.c[self._ATTRIBUTES[key]]]
+            else:
+                raise InvalidArgumentError(f"search: cannot order by {kind} {key!r}")
+            order += [(c.asc() if ascending else c.desc()).nulls_last() for c in columns]
+        order += [runs.c.start_time.desc(), runs.c.id]
+        stmt = stmt.select_from(froms).where(*conditions).order_by(*order)
+        if query.get("max_results") is not None:
+            stmt = stmt.limit(int(query["max_results"]))
+        with self._read() as conn:
+            ids = [r[0] for r in conn.execute(stmt)]
+        return self.get_runs(ids)
+
+    # -- datasets ------------------------------------------------------------------------------
+    @staticmethod
+    def _dataset(row, context=None) -> dict:
+        record = {"id": row.id, "name": row.name, "digest": row.digest, "source_type": row.source_type,
+                  "source": row.source or "", "schema": _loads(row.schema, {}), "profile": _loads(row.profile, {}),
+                  "tags": _loads(row.tags, {}), "created_at": row.created_at}
+        if context is not None:
+            record["context"] = context
+        return record
+
+    @staticmethod
+    def _dedup_key(name, digest, source):
+        if digest:
+            basis = f"digest\0{name}\0{digest}"
+        elif source:
+            basis = f"source\0{name}\0{source}"
+        else:
+            return None
+        return hashlib.sha256(basis.encode()).hexdigest()
+
+    def log_dataset(self, run_id, dataset, context, logged_at):
+        for attempt in range(3):
+            try:
+                return self._log_dataset_once(run_id, dataset, context, logged_at)
+            except sa.exc.IntegrityError:  # a concurrent writer created the same dataset or link
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _log_dataset_once(self, run_id, dataset, context, logged_at):
+        D = S.datasets
+        key = self._dedup_key(dataset["name"], dataset.get("digest") or "", dataset.get("source") or "")
+        with self._write() as conn:
+            row = None if key is None else conn.execute(select(D).where(D.c.dedup_key == key)).first()
+            if row is None:
+                conn.execute(D.insert().values(
+                    id=dataset["id"], name=dataset["name"], digest=dataset.get("digest") or "",
+                    source_type=dataset.get("source_type") or "local", source=dataset.get("source") or "",
+                    schema=_dumps(dataset.get("schema") or {}), profile=_dumps(dataset.get("profile") or {}),
+                    tags=_dumps(dataset.get("tags") or {}), created_at=dataset.get("created_at") or logged_at,
+                    dedup_key=key))
+                dataset_id = dataset["id"]
+            else:
+                dataset_id = row.id
+                # a later log may know more (a DataFrame's schema, new tags): keep the union
+                merged = {}
+                for field in ("schema", "profile", "tags"):
+                    old, new = _loads(getattr(row, field), {}), dataset.get(field) or {}
+                    if new and {**old, **new} != old:
+                        merged[field] = _dumps({**old, **new})
+                if merged:
+                    conn.execute(D.update().where(D.c.id == dataset_id).values(**merged))
+            if run_id is not None:
+                RD = S.run_datasets
+                linked = conn.execute(select(RD.c.position).where(
+                    RD.c.run_id == run_id, RD.c.dataset_id == dataset_id, RD.c.context == context)).first()
+                if linked is None:
+                    position = conn.execute(select(func.count()).select_from(RD).where(RD.c.run_id == run_id)
+                                            ).scalar_one()
+                    conn.execute(RD.insert().values(run_id=run_id, dataset_id=dataset_id, context=context,
+                                                    position=position, created_at=logged_at))
+            row = conn.execute(select(D).where(D.c.id == dataset_id)).first()
+            return self._dataset(row)
+
+    def get_run_datasets(self, run_id):
+        D, RD = S.datasets, S.run_datasets
+        with self._read() as conn:
+            rows = conn.execute(select(D, RD.c.context).select_from(RD.join(D, D.c.id == RD.c.dataset_id))
+                                .where(RD.c.run_id == run_id).order_by(RD.c.position, RD.c.created_at)).all()
+        return [self._dataset(r, r.context) for r in rows]
+
+    # -- artifacts -----------------------------------------------------------------------------
+    def log_artifacts(self, run_id, entries):
+        rows = [{"run_id": run_id, "path": e["path"], "digest": e["digest"], "size": int(e["size"]),
+                 "created_at": e["created_at"]} for e in entries]
+        with self._write() as conn:
+            self._upsert(conn, S.artifacts, rows, ("run_id", "path"), ("digest", "size", "created_at"))
+
+    def list_artifacts(self, run_id):
+        A = S.artifacts
+        with self._read() as conn:
+            rows = conn.execute(select(A.c.path, A.c.digest, A.c.size, A.c.created_at)
+                                .where(A.c.run_id == run_id).order_by(A.c.path)).all()
+        return [{"path": r.path, "digest": r.digest, "size": r.size, "created_at": r.created_at} for r in rows]
+
+    # -- model registry -------------------------------------------------------------------------
+    @staticmethod
+    def _version(row) -> dict:
+        return {"id": row.id, "model_id": row.model_id, "version": row.version, "run_id": row.run_id,
+                "stage": row.stage, "source": row.source, "framework": row.framework,
+                "description": row.description, "created_at": row.created_at, "updated_at": row.updated_at}
+
+    def _model(self, conn, row) -> dict:
+        V, A = S.model_versions, S.model_aliases
+        versions = conn.execute(select(V).where(V.c.model_id == row.id).order_by(V.c.version)).all()
+        aliases = conn.execute(select(A.c.alias, A.c.version).where(A.c.model_id == row.id)
+                               .order_by(A.c.alias)).all()
+        return {"id": row.id, "name": row.name, "description": row.description, "tags": _loads(row.tags, {}),
+                "created_at": row.created_at, "updated_at": row.updated_at,
+                "versions": [self._version(v) for v in versions], "aliases": {a.alias: a.version for a in aliases}}
+
+    def ensure_registered_model(self, model_id, name, created_at, description=None):
+        M = S.registered_models
+        try:
+            with self._write() as conn:
+                if conn.execute(select(M.c.id).where(M.c.name == name)).first() is None:
+                    conn.execute(M.insert().values(id=model_id, name=name, description=description, tags="{}",
+                                                   created_at=created_at, updated_at=created_at))
+        except sa.exc.IntegrityError:  # created concurrently
+            pass
+        return self.get_registered_model(name=name)
+
+    def get_registered_model(self, name=None, model_id=None):
+        M = S.registered_models
+        where = M.c.name == name if name is not None else M.c.id == model_id
+        with self._read() as conn:
+            row = conn.execute(select(M).where(where)).first()
+            return None if row is None else self._model(conn, row)
+
+    def list_registered_models(self):
+        M = S.registered_models
+        with self._read() as conn:
+            return [self._model(conn, r) for r in conn.execute(select(M).order_by(M.c.name)).all()]
+
+    def create_model_version(self, version):
+        V, M = S.model_versions, S.registered_models
+        for attempt in range(5):
+            try:
+                with self._write() as conn:
+                    number = conn.execute(select(func.coalesce(func.max(V.c.version), 0))
+                                          .where(V.c.model_id == version["model_id"])).scalar_one() + 1
+                    conn.execute(V.insert().values(
+                        id=version["id"], model_id=version["model_id"], version=number, run_id=version.get("run_id"),
+                        stage=version.get("stage") or "development", source=version.get("source"),
+                        framework=version.get("framework"), description=version.get("description"),
+                        created_at=version["created_at"], updated_at=version["created_at"]))
+                    if version.get("description") is not None:
+                        conn.execute(M.update().where(M.c.id == version["model_id"], M.c.description.is_(None))
+                                     .values(description=version["description"]))
+                    conn.execute(M.update().where(M.c.id == version["model_id"])
+                                 .values(updated_at=version["created_at"]))
+                    return self._version(conn.execute(select(V).where(V.c.id == version["id"])).first())
+            except sa.exc.IntegrityError:  # another writer took this number (PostgreSQL): try the next
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def update_model_version(self, model_id, version, fields, updated_at):
+        V = S.model_versions
+        values = {k: fields[k] for k in ("stage", "description") if k in fields}
+        with self._write() as conn:
+            if fields.get("archive_others_in_stage") and "stage" in values:
+                conn.execute(V.update().where(V.c.model_id == model_id, V.c.stage == values["stage"],
+                                              V.c.version != version)
+                             .values(stage="archived", updated_at=updated_at))
+            conn.execute(V.update().where(V.c.model_id == model_id, V.c.version == version)
+                         .values(updated_at=updated_at, **values))
+
+    def set_model_alias(self, model_id, alias, version):
+        with self._write() as conn:
+            self._upsert(conn, S.model_aliases, [{"model_id": model_id, "alias": alias, "version": version}],
+                         ("model_id", "alias"), ("version",))
+
+    def delete_model_alias(self, model_id, alias):
+        A = S.model_aliases
+        with self._write() as conn:
+            conn.execute(A.delete().where(A.c.model_id == model_id, A.c.alias == alias))
+
+    def get_model_lineage(self, model_id):
+        V, R = S.model_versions, S.runs
+        with self._read() as conn:
+            if conn.execute(select(S.registered_models.c.id).where(S.registered_models.c.id == model_id)
+                            ).first() is None:
+                return None
+            rows = conn.execute(select(V.c.version, V.c.stage, V.c.run_id, R.c.name.label("run_name"))
+                                .select_from(V.outerjoin(R, R.c.id == V.c.run_id))
+                                .where(V.c.model_id == model_id).order_by(V.c.version.desc())).all()
+        versions = []
+        cache: dict = {}
+        for r in rows:
+            if r.run_id and r.run_id not in cache:
+                cache[r.run_id] = [{k: v for k, v in d.items() if k != "context"}
+                                   for d in self.get_run_datasets(r.run_id)]
+            versions.append({"version": r.version, "stage": r.stage, "run_id": r.run_id or "",
+                             "run_name": r.run_name or "", "datasets": list(cache.get(r.run_id, []))})
+        return {"model_id": model_id, "versions": versions}
+
