@@ -64,14 +64,19 @@ class PodstackMagics(Magics):
         the cell assigns or changes come back into this notebook, all at once. If
         the cell fails, this notebook's variables are left exactly as they were.
         """
+        return self._run_gpu(line, cell, line_offset=1)
+
+    def _run_gpu(self, line, cell, line_offset, on_spec=None):
         args = parse_argstring(self.gpu_cell, line)
         spec = _spec_from_args(args)
+        if on_spec is not None:
+            on_spec(spec)
         if args.local:
             return _run_here(self.shell, cell)
         from .compute import run_cell
 
         return run_cell(self.shell, cell, spec, fresh=args.fresh, push=args.push, pull=args.pull,
-                        timeout=args.timeout)
+                        timeout=args.timeout, line_offset=line_offset)
 
     @line_magic("gpu")
     def gpu_line(self, line):
@@ -130,6 +135,45 @@ class PodstackMagics(Magics):
             apply_outcome(session, outcome, self.shell.user_ns)
             if outcome.absent:
                 print(f"not defined in the session: {', '.join(outcome.absent)}")
+
+    @magic_arguments()
+    @argument("--name", default=None, help="run name (default: generated)")
+    @argument("--experiment", default=None, help="experiment to log into (default: the current one)")
+    @argument("--tag", nargs="+", default=[], metavar="KEY=VALUE", help="tags for the run")
+    @argument("--params", default=None, metavar="A,B", help="notebook variables to log as params")
+    @cell_magic("track")
+    def track_cell(self, line, cell):
+        """Run this cell as a tracked run.
+
+        Params, metrics, datasets, artifacts and models logged in the cell go to
+        the run; the named variables are logged as params; the cell's source,
+        duration and status (completed / failed / killed) are recorded. Put
+        ``%%gpu TYPE`` on the next line to track a cell that runs on a GPU session.
+        """
+        args = parse_argstring(self.track_cell, line)
+        tags = {}
+        for item in args.tag:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise UsageError(f"%%track: tag {item!r} must be written KEY=VALUE")
+            tags[key] = value
+        params = [p.strip() for p in (args.params or "").split(",") if p.strip()]
+        missing = [p for p in params if p not in self.shell.user_ns]
+        if missing:
+            raise UsageError(f"%%track: --params names {missing} are not defined in this notebook")
+        from .tracking.cell import run_tracked_cell
+
+        run_cell = None
+        first, _, body = cell.partition("\n")
+        if first.startswith("%%gpu"):
+            from .tracking import registry
+
+            def record_spec(spec):
+                registry.set_tag("podstack.gpu", spec.describe())
+
+            run_cell = lambda: self._run_gpu(first[len("%%gpu"):].strip(), body, 2, record_spec)  # noqa: E731
+        return run_tracked_cell(self.shell, cell, name=args.name, experiment=args.experiment, tags=tags,
+                                param_names=params, run_cell=run_cell)
 
     @line_magic("podstack")
     def podstack_line(self, line):

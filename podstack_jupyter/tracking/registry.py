@@ -40,7 +40,7 @@ from . import datasets as _datasets
 from ._entities import Dataset, Experiment, MetricHistory, MetricPoint, ModelVersion, RegisteredModel, iso
 from ._search import dict_clauses, make_clause, parse_filter, parse_order_by
 from .runs import Run, active_runs, clean_metrics, metric_buffer
-from .store import MODEL_STAGES, RUN_STATUSES, current_store, reset_store
+from .store import MODEL_STAGES, RUN_STATUSES, current_store, in_gpu_session, reset_store
 
 __all__ = [
     "init", "flush",
@@ -69,6 +69,7 @@ def _store():
 
 
 metric_buffer.store_for = _store
+in_gpu_session()  # inside a GPU session's kernel: log through the session to the notebook's store
 
 
 def _reset_store() -> None:

@@ -55,13 +55,29 @@ RelayStore.__abstractmethods__ = frozenset()
 
 
 def session_store() -> RelayStore | None:
-    """The relay, when this process is a GPU session's kernel with a connected agent."""
+    """The relay, when this process is a GPU session's kernel with a connected agent.
+
+    Also makes the notebook's active run (``%%track`` around ``%%gpu``) the run that
+    registry calls log into here, and writes buffered metrics before each cell's
+    results go back, so the notebook sees them when the cell ends.
+    """
     if os.environ.get("PODSTACK_SESSION") != "1":
         return None
     agent_module = sys.modules.get("_podstack_agent")
     agent = getattr(agent_module, "_agent", None)
     if agent is None or agent.comm is None:
         return None
+    from .runs import Run, active_runs, metric_buffer
+
+    def notebook_run():
+        tracking = agent.context.get("tracking")
+        if not tracking:
+            return None
+        return Run({"id": tracking["run_id"], "experiment_id": tracking["experiment_id"],
+                    "name": tracking.get("name")})
+
+    active_runs.fallback = notebook_run
+    agent.on_cell_end.append(metric_buffer.flush)
     return RelayStore(agent)
 
 
@@ -80,4 +96,4 @@ def notebook_context() -> dict:
     run = active() if active is not None else None
     if run is None:
         return {}
-    return {"tracking": {"run_id": run.id, "experiment_id": getattr(run, "experiment_id", None)}}
+    return {"tracking": {"run_id": run.id, "experiment_id": run.experiment_id, "name": run.name}}

@@ -183,10 +183,15 @@ class _ActiveRuns:
     def __init__(self):
         self._lock = threading.RLock()
         self._runs: list[Run] = []
+        # () -> Run | None: a run active elsewhere that this process logs into when it has none
+        # of its own (inside a GPU session: the notebook's %%track run)
+        self.fallback = None
 
     def top(self) -> Run | None:
         runs = self._runs
-        return runs[-1] if runs else None
+        if runs:
+            return runs[-1]
+        return self.fallback() if self.fallback is not None else None
 
     def push(self, run: Run) -> None:
         with self._lock:

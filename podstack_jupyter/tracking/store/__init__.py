@@ -13,7 +13,7 @@ import threading
 
 from ._base import DATASET_CONTEXTS, MODEL_STAGES, RUN_STATUSES, SOURCE_TYPES, Store
 
-__all__ = ["Store", "SQLStore", "current_store", "use_store", "reset_store",
+__all__ = ["Store", "SQLStore", "current_store", "use_store", "reset_store", "in_gpu_session",
            "RUN_STATUSES", "MODEL_STAGES", "DATASET_CONTEXTS", "SOURCE_TYPES"]
 
 _lock = threading.Lock()
@@ -37,6 +37,8 @@ def current_store() -> Store:
     override = _override
     if override is not None:
         return override
+    if in_gpu_session():
+        return _override
     from ...config import settings
 
     url = settings().database_url
@@ -48,6 +50,21 @@ def current_store() -> Store:
                 _opened.close()
             _opened, _opened_url = SQLStore(url), url
         return _opened
+
+
+def in_gpu_session() -> bool:
+    """Inside a GPU session's kernel, log through the session to the notebook's store."""
+    global _override
+    import os
+
+    if os.environ.get("PODSTACK_SESSION") != "1":
+        return False
+    from ..relay import session_store
+
+    relay = session_store()
+    if relay is not None:
+        _override = relay
+    return relay is not None
 
 
 def use_store(store: Store | None) -> None:
