@@ -82,6 +82,9 @@ def _engine_for(url_text: str) -> sa.engine.Engine:
         url = make_url(url_text)
     except sa.exc.ArgumentError as exc:
         raise ConfigurationError(f"tracking URI {url_text!r} is not a SQLAlchemy URL: {exc}") from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigurationError(f"tracking store: {url.get_backend_name()} is not supported; "
+                                 "use a sqlite:/// or postgresql:// URL")
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         memory = database in ("", ":memory:") or database.startswith("file::memory:")
@@ -165,8 +168,6 @@ class SQLStore(Store):
         self.url = url
         self._engine = _engine_for(url)
         self.dialect = self._engine.dialect.name
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise ConfigurationError(f"tracking store: {self.dialect} is not supported; use SQLite or PostgreSQL")
         self._ph = "?" if self._engine.dialect.paramstyle == "qmark" else "%s"
         try:
             upgrade(self._engine)
