@@ -845,8 +845,8 @@ def load_model(model_name: str, version: int | None = None, stage: str | None = 
 @atexit.register
 def _end_runs_at_exit():
     # Runs still open when the interpreter exits normally are complete; write what they logged.
-    while active_runs.top() is not None:
+    while active_runs.all():  # this process's own runs (not a notebook's run a GPU session logs into)
         try:
-            end_run("completed")
+            end_run("completed", run_id=active_runs.all()[-1].id)
         except Exception:  # noqa: BLE001 - nothing left to report to at exit
             active_runs.clear()
