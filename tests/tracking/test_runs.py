@@ -156,12 +156,12 @@ def test_a_store_error_keeps_the_points_and_the_next_flush_reports_it():
     with registry.start_run("r") as run:
         engine = registry._store()._engine
         with engine.begin() as conn:  # the database refuses metric writes for a while
-            conn.execute(sa.text("ALTER TABLE metrics RENAME TO metrics_away"))
+            conn.execute(sa.text("ALTER TABLE metric_chunks RENAME TO metric_chunks_away"))
         registry.log_metrics({"loss": 1.0}, step=0)
         with pytest.raises(PodstackError, match="could not write 1 metric points"):
             registry.flush()
         with engine.begin() as conn:
-            conn.execute(sa.text("ALTER TABLE metrics_away RENAME TO metrics"))
+            conn.execute(sa.text("ALTER TABLE metric_chunks_away RENAME TO metric_chunks"))
         registry.flush()
     assert registry.get_run(run.id).metrics == {"loss": 1.0}
 

@@ -65,19 +65,7 @@ tags = Table(
     Column("value", Text, nullable=False),
 )
 
-# Append-only history. No foreign key: checking one per point would slow bulk appends.
-metrics = Table(
-    "metrics", metadata,
-    Column("id", _BigId, primary_key=True, autoincrement=True),
-    Column("run_id", String(36), nullable=False),
-    Column("key", String(255), nullable=False),
-    Column("value", Float),  # NULL = NaN (SQLite cannot store NaN)
-    Column("step", BigInteger, nullable=False),
-    Column("timestamp", Float, nullable=False),
-    Index("ix_metrics_run_key_step", "run_id", "key", "step"),
-)
-
-# The same points packed per flush and (run, key): little-endian int64 steps, float64 values and
+# Metric history, packed per flush and (run, key) (no foreign key: appends stay cheap): little-endian int64 steps, float64 values and
 # timestamps, each chunk sorted by step. Reading a million-point history is then a few rows.
 metric_chunks = Table(
     "metric_chunks", metadata,

@@ -7,7 +7,7 @@ database at once do not both create it.
 SQLite runs in WAL mode with a 30 s busy timeout, and every write transaction
 starts with ``BEGIN IMMEDIATE``: two processes logging into the same file wait
 for each other instead of failing. Metric points are appended with one
-``executemany`` (SQLite) or ``COPY`` (PostgreSQL) per batch.
+row per (run, key) and batch: packed arrays of steps, values and timestamps.
 """
 
 from __future__ import annotations
@@ -174,8 +174,6 @@ class SQLStore(Store):
         except sa.exc.OperationalError as exc:
             self._engine.dispose()
             raise ConfigurationError(f"cannot open tracking store {self._safe_url()}: {exc.orig}") from None
-        self._metric_sql = self._sql(
-            'INSERT INTO metrics (run_id, key, value, step, "timestamp") VALUES (?, ?, ?, ?, ?)')
         self._latest_sql = self._sql(
             'INSERT INTO latest_metrics (run_id, key, value, step, "timestamp") VALUES (?, ?, ?, ?, ?) '
             'ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, step = excluded.step, '
@@ -354,20 +352,11 @@ class SQLStore(Store):
                            "values": _pack("d", [math.nan if p[2] is None else p[2] for p in group]),
                            "timestamps": _pack("d", [p[4] for p in group])})
         with self._write() as conn:
-            dbapi = conn.connection.driver_connection
-            if self.dialect == "postgresql":
-                with dbapi.cursor() as cur:
-                    with cur.copy('COPY metrics (run_id, key, value, step, "timestamp") FROM STDIN') as copy:
-                        for p in points:
-                            copy.write_row(p)
-                    cur.executemany(self._latest_sql, latest)
-            else:
-                cur = dbapi.cursor()
-                try:
-                    cur.executemany(self._metric_sql, points)
-                    cur.executemany(self._latest_sql, latest)
-                finally:
-                    cur.close()
+            cur = conn.connection.driver_connection.cursor()
+            try:
+                cur.executemany(self._latest_sql, latest)
+            finally:
+                cur.close()
             conn.execute(S.metric_chunks.insert(), chunks)
 
     def get_metric_history(self, run_id, key):
