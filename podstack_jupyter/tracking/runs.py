@@ -249,8 +249,8 @@ class _MetricBuffer:
     """Metric points waiting to be written; see the module docstring."""
 
     interval = 0.5            # seconds between background flushes
-    wake_at = 20_000          # queued calls that wake the flusher early
-    block_at = 1_000_000      # queued calls beyond which log_metrics flushes itself (back-pressure)
+    wake_at = 20_000          # queued points that wake the flusher early
+    block_at = 1_000_000      # queued points beyond which log_metrics flushes itself (back-pressure)
     batch_points = 200_000    # points per store transaction
 
     def __init__(self):
@@ -265,7 +265,11 @@ class _MetricBuffer:
 
     def add(self, run_id: str, metrics: dict, step, timestamp: float) -> None:
         queue = self._queue
-        queue.append((run_id, metrics, step, timestamp))
+        append = queue.append
+        # one flat tuple of atoms per point: the garbage collector stops tracking them, so a
+        # queue of a million points does not make every collection slower (it did: 1.4 us a call)
+        for key, value in metrics.items():
+            append((run_id, key, value, step, timestamp))
         if self._thread is None:
             self._start()
         if len(queue) >= self.wake_at:
@@ -297,17 +301,16 @@ class _MetricBuffer:
         points = []
         append = points.append
         next_step = self._next_step
-        for run_id, metrics, step, timestamp in entries:
-            for key, value in metrics.items():
-                slot = (run_id, key)
-                if step is None:
-                    s = next_step.get(slot, 0)
+        for run_id, key, value, step, timestamp in entries:
+            slot = (run_id, key)
+            if step is None:
+                s = next_step.get(slot, 0)
+                next_step[slot] = s + 1
+            else:
+                s = step
+                if s >= next_step.get(slot, 0):
                     next_step[slot] = s + 1
-                else:
-                    s = step
-                    if s >= next_step.get(slot, 0):
-                        next_step[slot] = s + 1
-                append((run_id, key, value, s, timestamp))
+            append((run_id, key, value, s, timestamp))
         return points
 
     def flush(self, raise_errors: bool = True) -> None:
