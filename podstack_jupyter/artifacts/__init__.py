@@ -2,28 +2,36 @@
 
 ``open_store()`` is the store of the current settings (``PODSTACK_ARTIFACT_ROOT``,
 default ``<podstack home>/artifacts``). Which run a blob belongs to, and under
-which path, is recorded by the tracking store; equal files are stored once.
+which path, is recorded by the tracking store; equal files are stored once::
+
+    store = open_store()
+    digest, size = store.put_file("model.pt")      # sha256 hex, bytes
+    store.get_file(digest, "copy/model.pt")         # verified copy, or ArtifactIntegrityError
+
+``ArtifactStore`` is the interface a backend implements (``LocalArtifactStore``
+today; an S3-compatible store fits behind the same methods).
 """
 
 from __future__ import annotations
 
 import threading
 
-from ._base import ArtifactStore
+from ._base import PROGRESS_BYTES, ArtifactStore
 from ._local import LocalArtifactStore
 
-__all__ = ["ArtifactStore", "LocalArtifactStore", "open_store"]
+__all__ = ["ArtifactStore", "LocalArtifactStore", "open_store", "PROGRESS_BYTES"]
 
 _stores: dict[str, ArtifactStore] = {}
 _lock = threading.Lock()
 
 
 def open_store() -> ArtifactStore:
-    """The artifact store for ``config.settings().artifact_dir`` (one per folder)."""
+    """The artifact store for ``config.settings().artifact_dir`` (one instance per folder)."""
     from ..config import settings
 
     root = str(settings().artifact_dir)
     with _lock:
-        if root not in _stores:
-            _stores[root] = LocalArtifactStore(root)
-        return _stores[root]
+        store = _stores.get(root)
+        if store is None:
+            store = _stores[root] = LocalArtifactStore(root)
+        return store

@@ -5,106 +5,168 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from ..errors import ArtifactIntegrityError, ArtifactNotFoundError, InvalidArgumentError
-from ._base import ArtifactStore
+from ._base import ArtifactStore, progress_bar
+
+__all__ = ["LocalArtifactStore"]
 
 _CHUNK = 1 << 20
+_INCOMING = ".incoming-"
+# a temporary file this old is left over from a killed process (a live upload keeps writing to it)
+_STALE_SECONDS = 24 * 3600
+_HEX = frozenset("0123456789abcdef")
 
 
-def _check_digest(digest: str) -> str:
-    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
-        raise InvalidArgumentError(f"{digest!r} is not a sha256 hex digest")
+def _check_digest(digest) -> str:
+    if not (isinstance(digest, str) and len(digest) == 64 and _HEX.issuperset(digest)):
+        raise InvalidArgumentError(f"{digest!r} is not a sha256 digest (64 lower-case hex characters)")
     return digest
+
+
+def _fsync_dir(path: Path) -> None:
+    # makes a rename durable across a power loss; not every platform can open a folder
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class LocalArtifactStore(ArtifactStore):
     """Blobs named by their sha256 under ``root/blobs/ab/cdef...``.
 
-    A blob is written to a temporary file in its final folder, flushed to disk
-    and renamed into place, so a reader sees a whole blob or none, and a failed
-    upload leaves nothing behind. Reads hash what they copy and refuse a blob
-    whose content no longer matches its name.
+    A blob is streamed into a temporary file beside the shard folders (same file system),
+    hashed on the way, flushed to disk and renamed to its digest, so a reader sees a whole
+    blob or none, and a failed or interrupted upload leaves no blob behind (its temporary
+    file is removed; one left by a killed process is swept a day later). Content already
+    stored is not rewritten. Reads through ``get_file`` hash what they copy and refuse a
+    blob whose content no longer matches its name.
     """
 
     def __init__(self, root):
         self.root = Path(root).expanduser()
         self.blobs = self.root / "blobs"
+        self._swept = False
 
     def __repr__(self):
         return f"LocalArtifactStore({str(self.root)!r})"
 
-    def _path(self, digest: str) -> Path:
+    def path_of(self, digest: str) -> Path:
+        """Where the blob ``digest`` lives (whether or not it is stored)."""
         digest = _check_digest(digest)
         return self.blobs / digest[:2] / digest[2:]
 
-    def put_stream(self, stream) -> tuple[str, int]:
+    def _sweep_stale_incoming(self) -> None:
+        self._swept = True
+        cutoff = time.time() - _STALE_SECONDS
+        try:
+            entries = list(os.scandir(self.blobs))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name.startswith(_INCOMING):
+                try:
+                    if entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
+
+    def put_stream(self, stream, size_hint: int | None = None, progress: bool | None = None) -> tuple[str, int]:
         self.blobs.mkdir(parents=True, exist_ok=True)
+        if not self._swept:
+            self._sweep_stale_incoming()
         h = hashlib.sha256()
         size = 0
-        fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=self.blobs)
+        bar = progress_bar(size_hint or 0, "storing artifact", progress)
+        fd, tmp = tempfile.mkstemp(prefix=_INCOMING, dir=self.blobs)
         try:
             with os.fdopen(fd, "wb") as out:
                 while chunk := stream.read(_CHUNK):
                     h.update(chunk)
                     out.write(chunk)
                     size += len(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
             digest = h.hexdigest()
-            final = self._path(digest)
-            if final.exists():  # same content already stored: nothing to rewrite
+            final = self.path_of(digest)
+            if final.is_file():  # same content already stored: keep it, drop the copy
                 os.unlink(tmp)
             else:
                 final.parent.mkdir(exist_ok=True)
+                os.chmod(tmp, 0o444)
+                # atomic; when two writers race on the same digest both files hold the same bytes
                 os.replace(tmp, final)
-                os.chmod(final, 0o444)
+                _fsync_dir(final.parent)
             return digest, size
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            _remove_quietly(tmp)
             raise
+        finally:
+            if bar is not None:
+                bar.close()
 
     def has(self, digest: str) -> bool:
-        return self._path(digest).is_file()
+        return self.path_of(digest).is_file()
 
     def size(self, digest: str) -> int:
         try:
-            return self._path(digest).stat().st_size
+            return self.path_of(digest).stat().st_size
         except FileNotFoundError:
             raise ArtifactNotFoundError(f"no blob {digest} in {self.root}") from None
 
     def open_blob(self, digest: str):
         try:
-            return open(self._path(digest), "rb")
+            return open(self.path_of(digest), "rb")
         except FileNotFoundError:
             raise ArtifactNotFoundError(f"no blob {digest} in {self.root}") from None
 
-    def get_file(self, digest: str, dest_path) -> Path:
+    def get_file(self, digest: str, dest_path, progress: bool | None = None) -> Path:
+        src = self.open_blob(digest)  # ArtifactNotFoundError before anything is created
         dest = Path(dest_path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            bar = progress_bar(os.fstat(src.fileno()).st_size, f"fetching {dest.name}", progress)
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        except BaseException:
+            src.close()
+            raise
         try:
             h = hashlib.sha256()
-            with self.open_blob(digest) as src, os.fdopen(fd, "wb") as out:
+            with src, os.fdopen(fd, "wb") as out:
                 while chunk := src.read(_CHUNK):
                     h.update(chunk)
                     out.write(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
             if h.hexdigest() != digest:
                 raise ArtifactIntegrityError(
                     f"blob {digest} in {self.root} is corrupt (its content hashes to {h.hexdigest()}); "
-                    f"nothing was written to {dest}. Log the artifact again.")
+                    f"nothing was written to {dest}. Log the artifact again.", digest=digest)
             os.replace(tmp, dest)
             return dest
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            _remove_quietly(tmp)
             raise
+        finally:
+            if bar is not None:
+                bar.close()
 
     def verify(self, digest: str) -> bool:
         h = hashlib.sha256()
@@ -114,11 +176,4 @@ class LocalArtifactStore(ArtifactStore):
         return h.hexdigest() == digest
 
     def delete(self, digest: str) -> None:
-        path = self._path(digest)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-__all__ = ["LocalArtifactStore"]
+        _remove_quietly(self.path_of(digest))
