@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import cloudpickle
 
-from ..errors import PodstackError, SessionDiedError
+from ..errors import PodstackError, RemoteExecutionError, SessionDiedError
 from .runner import apply_outcome, encode_for_push
 from .session import CapturingSink, sessions
 from .spec import DEFAULT_TIMEOUT, GPUSpec
@@ -171,8 +171,6 @@ def run_on_gpu(code: str, gpu: str | None = None, count: int = 1, fraction: int 
     session = sessions.get(spec)
     sink = CapturingSink()
     started = time.monotonic()
-    from ..errors import RemoteExecutionError
-
     try:
         outcome = session.execute(code, timeout=timeout, sink=sink)
     except RemoteExecutionError as exc:
