@@ -1,7 +1,8 @@
 import hashlib
 import io
-import multiprocessing
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -162,24 +163,26 @@ def test_two_threads_storing_the_same_blob_while_a_reader_copies_it(tmp_path):
     assert files_under(store.root) == blob_layout(digest) and store.verify(digest)
 
 
-def _put_many(root, payload, rounds):
-    store = LocalArtifactStore(root)
-    for _ in range(rounds):
-        store.put_bytes(payload)
+_PUT_MANY = """
+import sys
+from podstack_jupyter.artifacts import LocalArtifactStore
+store = LocalArtifactStore(sys.argv[1])
+payload = open(sys.argv[2], "rb").read()
+for _ in range(20):
+    store.put_bytes(payload)
+"""
 
 
 def test_two_processes_storing_the_same_blob_at_once(tmp_path):
     payload = os.urandom(2_000_000)
-    ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_put_many, args=(str(tmp_path), payload, 20)) for _ in range(2)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(60)
-        assert w.exitcode == 0
-    store = LocalArtifactStore(tmp_path)
+    (tmp_path / "payload.bin").write_bytes(payload)
+    root = tmp_path / "store"
+    workers = [subprocess.Popen([sys.executable, "-c", _PUT_MANY, str(root), str(tmp_path / "payload.bin")])
+               for _ in range(2)]
+    assert [w.wait(120) for w in workers] == [0, 0]
+    store = LocalArtifactStore(root)
     digest = hashlib.sha256(payload).hexdigest()
-    assert store.verify(digest) and files_under(tmp_path) == blob_layout(digest)
+    assert store.verify(digest) and files_under(root) == blob_layout(digest)
 
 
 def test_temp_files_of_killed_uploads_are_swept_once_stale(tmp_path):
