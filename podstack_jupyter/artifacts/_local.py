@@ -112,7 +112,12 @@ class LocalArtifactStore(ArtifactStore):
                 final.parent.mkdir(exist_ok=True)
                 os.chmod(tmp, 0o444)
                 # atomic; when two writers race on the same digest both files hold the same bytes
-                os.replace(tmp, final)
+                try:
+                    os.replace(tmp, final)
+                except OSError:
+                    if not final.is_file():  # not a lost race (where Windows refuses to replace a read-only file)
+                        raise
+                    os.unlink(tmp)
                 _fsync_dir(final.parent)
             return digest, size
         except BaseException:

@@ -10,24 +10,26 @@ the digest the tracking store recorded when the model was logged.)
 
 What each framework writes:
 
-=============  ==========================================================================
-``pytorch``    ``model.pt``: the ``state_dict`` (tensors only; loadable with
-               ``torch.load(..., weights_only=True)`` into a module your code builds) and
-               ``module.pt``: the whole module, pickled, so ``load_model`` can rebuild it
-               without your code. The trade-off: the pickled module refers to its class
-               by import path (classes defined in a notebook travel by value), so it
-               needs that code importable and a compatible torch to load; the state_dict
-               is the portable copy. A bare state_dict is saved as ``model.pt`` alone and
-               loaded back as a dict; a TorchScript module goes through ``torch.jit``.
-``sklearn``    ``model.pkl`` (cloudpickle); load with a compatible scikit-learn.
-``huggingface````save_pretrained`` (config.json, model.safetensors, ...) plus the tokenizer's
-               files when given ``(model, tokenizer)`` or ``{"model": m, "tokenizer": t}``;
-               loaded offline from the folder with the architecture recorded in config.json.
-``tensorflow`` ``model.keras`` (Keras 3 / ``tf.keras``), loaded with ``keras.models.load_model``
-               in safe mode. The Keras backend used to save is recorded and used to load when
-               Keras is not imported yet and ``KERAS_BACKEND`` is unset.
-``pickle``     ``model.pkl`` (cloudpickle): any other picklable object.
-=============  ==========================================================================
+``pytorch``
+    ``model.pt``: the ``state_dict`` (tensors only; loadable with
+    ``torch.load(..., weights_only=True)`` into a module your code builds) and ``module.pt``:
+    the whole module, pickled, so ``load_model`` can rebuild it without your code. The
+    trade-off: the pickled module refers to its class by import path (classes defined in a
+    notebook travel by value), so it needs that code importable and a compatible torch to
+    load; the state_dict is the portable copy. A bare state_dict is saved as ``model.pt``
+    alone and loaded back as a dict; a TorchScript module goes through ``torch.jit``.
+``sklearn``
+    ``model.pkl`` (cloudpickle); load it with a compatible scikit-learn.
+``huggingface``
+    ``save_pretrained`` (config.json, model.safetensors, ...) plus the tokenizer's files when
+    given ``(model, tokenizer)`` or ``{"model": m, "tokenizer": t}``; loaded offline from the
+    folder with the architecture recorded in config.json, in the shape it was given.
+``tensorflow``
+    ``model.keras`` (Keras 3 / ``tf.keras``), loaded with ``keras.models.load_model`` in safe
+    mode. The Keras backend used to save is recorded and used to load when Keras is not
+    imported yet and ``KERAS_BACKEND`` is unset.
+``pickle``
+    ``model.pkl`` (cloudpickle): any other picklable object.
 """
 
 from __future__ import annotations
@@ -221,7 +223,7 @@ def _verify(folder: Path, manifest: dict) -> None:
         path = folder / name
         if not path.is_file():
             raise ArtifactIntegrityError(f"model file {name!r} listed in {MANIFEST} is missing from {folder}")
-        if _sha256(path) != entry["sha256"]:
+        if ("size" in entry and path.stat().st_size != entry["size"]) or _sha256(path) != entry["sha256"]:
             raise ArtifactIntegrityError(
                 f"model file {name!r} in {folder} does not match the sha256 recorded when it was saved; refusing "
                 "to load it (deserializing a tampered file can run arbitrary code). Log the model again.")

@@ -211,6 +211,11 @@ def test_progress_bar_only_for_large_transfers(tmp_path, capfd):
     assert "fetching big-copy.bin" in capfd.readouterr().err
     store.get_file(digest, tmp_path / "quiet.bin", progress=False)
     assert capfd.readouterr().err == ""
+    from tqdm import tqdm
+
+    with tqdm(total=2, desc="uploading 2 artifact file(s)"):  # e.g. log_artifact's bar for a folder
+        store.get_file(digest, tmp_path / "inner.bin")
+    assert "fetching inner.bin" not in capfd.readouterr().err
 
 
 def test_open_store_follows_the_settings(podstack_home, tmp_path, monkeypatch):

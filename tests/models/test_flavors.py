@@ -125,6 +125,13 @@ def test_pytorch_module_saved_as_state_dict_and_whole_module(tmp_path):
     rebuilt = TwoLayer()
     rebuilt.load_state_dict(torch.load(saved / "model.pt", weights_only=True))
     assert torch.equal(rebuilt(probe), net(probe))
+    # module.pt rebuilds it in a process that has never seen the class's code (defined here, in a test)
+    torch.save(probe, tmp_path / "probe.pt")
+    script = ("import torch\nfrom podstack_jupyter.models import load_model_from_dir\n"
+              f"net = load_model_from_dir({str(saved)!r})\n"
+              f"torch.save(net(torch.load({str(tmp_path / 'probe.pt')!r})), {str(tmp_path / 'out.pt')!r})\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300, cwd=tmp_path)
+    assert torch.equal(torch.load(tmp_path / "out.pt"), net(probe))
 
 
 def test_pytorch_state_dict(tmp_path):
