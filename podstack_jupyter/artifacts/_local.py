@@ -40,6 +40,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _copy_hashing(src, out, bar) -> tuple[str, int]:
+    """Copy ``src`` to ``out`` in chunks; returns the sha256 hex digest and size of what was copied."""
+    h = hashlib.sha256()
+    size = 0
+    while chunk := src.read(_CHUNK):
+        h.update(chunk)
+        out.write(chunk)
+        size += len(chunk)
+        if bar is not None:
+            bar.update(len(chunk))
+    return h.hexdigest(), size
+
+
 def _remove_quietly(path) -> None:
     try:
         os.unlink(path)
@@ -90,21 +103,13 @@ class LocalArtifactStore(ArtifactStore):
         self.blobs.mkdir(parents=True, exist_ok=True)
         if not self._swept:
             self._sweep_stale_incoming()
-        h = hashlib.sha256()
-        size = 0
         bar = progress_bar(size_hint or 0, "storing artifact", progress)
         fd, tmp = tempfile.mkstemp(prefix=_INCOMING, dir=self.blobs)
         try:
             with os.fdopen(fd, "wb") as out:
-                while chunk := stream.read(_CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
+                digest, size = _copy_hashing(stream, out, bar)
                 out.flush()
                 os.fsync(out.fileno())
-            digest = h.hexdigest()
             final = self.path_of(digest)
             if final.is_file():  # same content already stored: keep it, drop the copy
                 os.unlink(tmp)
@@ -153,16 +158,11 @@ class LocalArtifactStore(ArtifactStore):
             src.close()
             raise
         try:
-            h = hashlib.sha256()
             with src, os.fdopen(fd, "wb") as out:
-                while chunk := src.read(_CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-            if h.hexdigest() != digest:
+                found, _ = _copy_hashing(src, out, bar)
+            if found != digest:
                 raise ArtifactIntegrityError(
-                    f"blob {digest} in {self.root} is corrupt (its content hashes to {h.hexdigest()}); "
+                    f"blob {digest} in {self.root} is corrupt (its content hashes to {found}); "
                     f"nothing was written to {dest}. Log the artifact again.", digest=digest)
             os.replace(tmp, dest)
             return dest
