@@ -301,16 +301,17 @@ class _MetricBuffer:
         points = []
         append = points.append
         next_step = self._next_step
-        for run_id, key, value, step, timestamp in entries:
+        for entry in entries:
+            run_id, key, value, step, timestamp = entry
             slot = (run_id, key)
             if step is None:
                 s = next_step.get(slot, 0)
                 next_step[slot] = s + 1
+                append((run_id, key, value, s, timestamp))
             else:
-                s = step
-                if s >= next_step.get(slot, 0):
-                    next_step[slot] = s + 1
-            append((run_id, key, value, s, timestamp))
+                if step >= next_step.get(slot, 0):
+                    next_step[slot] = step + 1
+                append(entry)  # already a point: no copy (this loop holds the GIL the logging loop needs)
         return points
 
     def flush(self, raise_errors: bool = True) -> None:
