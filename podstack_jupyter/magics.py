@@ -6,12 +6,11 @@ generated from its arguments (``%%gpu?``).
 
 from __future__ import annotations
 
-import ast
-
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from ._shell import run_in_shell
 from .errors import InvalidArgumentError
 
 __all__ = ["PodstackMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -27,16 +26,6 @@ def _spec_from_args(args):
                        pip=tuple(args.pip), requirements=args.requirements, timeout=args.timeout)
     except InvalidArgumentError as exc:
         raise UsageError(f"%%gpu: {exc}") from None
-
-
-def _run_here(shell, cell: str):
-    """Run a cell in this kernel (``--local``), returning its last expression's value like a cell."""
-    tree = ast.parse(shell.transform_cell(cell))
-    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-    exec(compile(tree, "<gpu --local>", "exec"), shell.user_ns)
-    if last is not None:
-        return eval(compile(ast.Expression(last.value), "<gpu --local>", "eval"), shell.user_ns)
-    return None
 
 
 @magics_class
@@ -72,7 +61,7 @@ class PodstackMagics(Magics):
         if on_spec is not None:
             on_spec(spec)
         if args.local:
-            return _run_here(self.shell, cell)
+            return run_in_shell(self.shell, cell, "<gpu --local>")
         from .compute import run_cell
 
         return run_cell(self.shell, cell, spec, fresh=args.fresh, push=args.push, pull=args.pull,

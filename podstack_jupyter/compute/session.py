@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from .. import config
-from ..errors import PodstackError, RemoteExecutionError, SerializationError, SessionDiedError
-from ..errors import ExecutionTimeoutError
+from ..errors import (ExecutionTimeoutError, PodstackError, RemoteExecutionError, SerializationError,
+                      SessionDiedError)
 from . import wire
 from .agent import RPC_PROMPT
 from .backends import Allocation, Backend, KernelHandle, get_backend

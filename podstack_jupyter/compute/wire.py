@@ -31,12 +31,11 @@ except ImportError:  # pragma: no cover - xxhash is a dependency; keep the agent
 class Encoded:
     """One value, pickled: ``frames[0]`` is the pickle stream, the rest its buffers."""
 
-    __slots__ = ("frames", "fingerprint", "nbytes")
+    __slots__ = ("frames", "fingerprint")
 
     def __init__(self, frames: list):
         self.frames = frames
         self.fingerprint = _fingerprint(frames)
-        self.nbytes = sum(memoryview(f).nbytes for f in frames)
 
 
 def encode(value) -> Encoded:

@@ -9,30 +9,13 @@ on to the notebook) or ``killed`` (interrupted).
 
 from __future__ import annotations
 
-import ast
-
+from .._shell import run_in_shell
 from ..errors import InvalidArgumentError
 
 __all__ = ["run_tracked_cell"]
 
 _MAX_PARAM_CHARS = 1000
 _MISSING = object()
-
-
-def _execute(shell, cell: str):
-    """Run ``cell`` in the shell's namespace like a cell: IPython syntax allowed, the value of a final
-    expression returned, exceptions raised (with the cell's lines in the traceback)."""
-    code = shell.transform_cell(cell)
-    try:
-        filename = shell.compile.cache(code, shell.execution_count, raw_code=cell)
-    except (AttributeError, TypeError):
-        filename = "<tracked cell>"
-    tree = ast.parse(code, filename)
-    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-    exec(compile(tree, filename, "exec"), shell.user_ns)
-    if last is not None:
-        return eval(compile(ast.Expression(last.value), filename, "eval"), shell.user_ns)
-    return None
 
 
 def _param_text(value) -> str:
@@ -74,7 +57,7 @@ def run_tracked_cell(shell, cell: str, *, name: str | None = None, experiment: s
             registry.log_params(values, run_id=run.id)
 
     try:
-        value = run_cell() if run_cell is not None else _execute(shell, cell)
+        value = run_cell() if run_cell is not None else run_in_shell(shell, cell, "<tracked cell>")
     except BaseException as exc:
         status = "killed" if isinstance(exc, KeyboardInterrupt) else "failed"
         try:
