@@ -26,6 +26,7 @@ if wire is None:  # imported as part of the package (tests, local debugging)
     from podstack_jupyter.compute import wire
 
 TARGET = "podstack.agent"
+_REPLY_OP = {"push": "pushed", "pull": "result"}
 RPC_PROMPT = "\x00podstack-rpc:"  # an input_request with this prompt waits for an RPC's answer
 
 
@@ -58,7 +59,8 @@ class Agent:
             elif op == "forget":
                 self.fingerprints.clear()
         except Exception as exc:  # never leave the notebook waiting
-            self.comm.send({"op": op + "ed", "id": data.get("id"), "status": "error",
+            # answer with the op the notebook is waiting for, so it fails at once instead of timing out
+            self.comm.send({"op": _REPLY_OP.get(op, op), "id": data.get("id"), "status": "error",
                             "error": f"{type(exc).__name__}: {exc}"})
 
     def _receive(self, data, buffers):
