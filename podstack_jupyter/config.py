@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .errors import ConfigurationError
 
-__all__ = ["Settings", "settings", "init", "reset"]
+__all__ = ["Settings", "settings", "init", "reset", "describe"]
 
 _FIELDS_FROM_ENV = (
     "home", "api_key", "project_id", "api_url", "registry_url", "tracking_uri",
@@ -140,3 +140,12 @@ def reset() -> None:
     with _lock:
         _overrides.clear()
         _current = None
+
+
+def describe() -> str:
+    """The version, home, compute backend, tracking store and artifact store, one per line."""
+    from . import __version__
+
+    s = settings()
+    return (f"podstack-jupyter {__version__}\nhome:      {s.home}\nbackend:   {s.backend}\n"
+            f"store:     {s.registry_url or s.database_url}\nartifacts: {s.artifact_dir}")

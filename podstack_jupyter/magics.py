@@ -167,12 +167,9 @@ class PodstackMagics(Magics):
     @line_magic("podstack")
     def podstack_line(self, line):
         """Show podstack's version and where it stores things (settings, backend, store)."""
-        from . import __version__
-        from .config import settings
+        from .config import describe
 
-        s = settings()
-        print(f"podstack-jupyter {__version__}\nhome:      {s.home}\nbackend:   {s.backend}\n"
-              f"store:     {s.registry_url or s.database_url}\nartifacts: {s.artifact_dir}")
+        print(describe())
 
 
 class _SessionTable(list):

@@ -1,13 +1,30 @@
 """The compute plane: GPU sessions that run notebook cells and functions remotely.
 
 Public face: :class:`gpu` (decorator / context manager), :func:`run_on_gpu`,
-:class:`GPUSpec`, and ``sessions`` (the notebook's live sessions).
+:class:`GPUSpec`, and ``sessions`` (the notebook's live sessions). Other planes
+plug in through :mod:`.hooks`. Imported lazily: ``import podstack_jupyter.compute.hooks``
+does not start ZMQ or load cloudpickle.
 """
 
-from .api import GPURunResult, current_spec, gpu, run_on_gpu
-from .runner import RemoteResult, run_cell
-from .session import GPUSession, SessionManager, sessions
-from .spec import ENV_PRESETS, GPU_TYPES, GPUSpec
+import importlib
 
-__all__ = ["gpu", "run_on_gpu", "GPURunResult", "GPUSpec", "GPU_TYPES", "ENV_PRESETS", "sessions",
-           "GPUSession", "SessionManager", "run_cell", "RemoteResult", "current_spec"]
+_PUBLIC = {
+    "gpu": "api", "run_on_gpu": "api", "GPURunResult": "api", "current_spec": "api",
+    "run_cell": "runner", "RemoteResult": "runner",
+    "GPUSession": "session", "SessionManager": "session", "sessions": "session",
+    "GPUSpec": "spec", "GPU_TYPES": "spec", "ENV_PRESETS": "spec",
+}
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -22,7 +22,7 @@ from typing import Callable
 from .. import config
 from ..errors import (ExecutionTimeoutError, PodstackError, RemoteExecutionError, SerializationError,
                       SessionDiedError)
-from . import wire
+from . import hooks, wire
 from .agent import RPC_PROMPT
 from .backends import Allocation, Backend, KernelHandle, get_backend
 from .spec import GPUSpec
@@ -178,7 +178,7 @@ class GPUSession:
             msg = got[1]
             if msg["msg_type"] == "comm_msg" and msg["content"].get("comm_id") == self._comm_id:
                 data = msg["content"]["data"]
-                handler = _event_handlers.get(data.get("op")) or _lazy_handler(data.get("op"))
+                handler = hooks.agent_event_handler(data.get("op"))
                 if handler is not None:
                     try:
                         answer = {"result": handler(data, msg["buffers"])}
@@ -264,7 +264,7 @@ class GPUSession:
                     "code": "#\n" * line_offset + code, "silent": False, "store_history": True,
                     "user_expressions": {}, "allow_stdin": True, "stop_on_error": False,
                 }, metadata={"podstack": {"id": request_id, "binds": list(binds), "inputs": list(inputs),
-                                        "drop": list(drop), "context": context or _cell_context()}})
+                                        "drop": list(drop), "context": context or hooks.cell_context()}})
                 outcome = ExecutionOutcome(msg_id)
                 self._relay_until_done(msg_id, request_id, started + timeout, timeout, sink, outcome)
             finally:
@@ -416,44 +416,6 @@ class GPUSession:
             "state": "busy" if self.busy else ("idle" if self.alive else "dead"),
             "bytes_sent": self.kernel.bytes_sent, "bytes_received": self.kernel.bytes_received,
         }
-
-
-def _cell_context() -> dict:
-    """What a remote cell may know of the notebook: the active tracked run, when tracking is in use."""
-    if "podstack_jupyter.tracking.registry" not in sys.modules:  # tracking never used: nothing to say
-        return {}
-    from ..tracking.relay import notebook_context
-
-    return notebook_context()
-
-
-# agent event op -> handler(data, buffers): messages a remote sends on its own, at any
-# time (e.g. metrics logged in a training loop), handled whatever a session is waiting for
-_event_handlers: dict[str, Callable[[dict, list], object]] = {}
-
-
-def on_agent_event(op: str, handler: Callable[[dict, list], object] | None) -> None:
-    """Handle agent events ``op`` from every session (the planes plug in here); ``None`` removes it.
-    For ``agent.call`` requests, the handler's return value (JSON-able) is the answer."""
-    if handler is None:
-        _event_handlers.pop(op, None)
-    else:
-        _event_handlers[op] = handler
-
-
-# handlers of planes that are imported only when their first event arrives
-_LAZY_HANDLERS = {"tracking.store": ("podstack_jupyter.tracking.relay", "handle_store_call")}
-
-
-def _lazy_handler(op):
-    if op not in _LAZY_HANDLERS:
-        return None
-    module_name, attribute = _LAZY_HANDLERS[op]
-    import importlib
-
-    handler = getattr(importlib.import_module(module_name), attribute)
-    _event_handlers[op] = handler
-    return handler
 
 
 def _parent(msg: dict) -> str | None:

@@ -36,9 +36,11 @@ from pathlib import Path
 
 from ..errors import (ArtifactNotFoundError, ExperimentNotFoundError, InvalidArgumentError, ModelNotFoundError,
                       PodstackError, RunNotFoundError)
+from ..compute import hooks as _hooks
 from . import datasets as _datasets
 from ._entities import Dataset, Experiment, MetricHistory, MetricPoint, ModelVersion, RegisteredModel, iso
 from ._search import dict_clauses, make_clause, parse_filter, parse_order_by
+from .relay import notebook_context
 from .runs import Run, active_runs, clean_metrics, metric_buffer
 from .store import MODEL_STAGES, RUN_STATUSES, current_store, in_gpu_session, reset_store
 
@@ -69,6 +71,7 @@ def _store():
 
 
 metric_buffer.store_for = _store
+_hooks.add_cell_context("tracking", notebook_context)  # a %%gpu cell logs into the notebook's active run
 in_gpu_session()  # inside a GPU session's kernel: log through the session to the notebook's store
 
 

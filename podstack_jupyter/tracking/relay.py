@@ -89,11 +89,12 @@ def handle_store_call(data: dict, buffers: list):
     return getattr(current_store(), method)(*data["args"], **data["kwargs"])
 
 
-def notebook_context() -> dict:
-    """What a remote cell should know of the notebook's tracking: its active run, if any."""
+def notebook_context() -> dict | None:
+    """What a remote cell should know of the notebook's tracking (the compute plane's cell-context
+    provider ``tracking``): its active run, if any."""
     registry = sys.modules.get("podstack_jupyter.tracking.registry")
     active = getattr(registry, "active_run", None)
     run = active() if active is not None else None
     if run is None:
-        return {}
-    return {"tracking": {"run_id": run.id, "experiment_id": run.experiment_id, "name": run.name}}
+        return None
+    return {"run_id": run.id, "experiment_id": run.experiment_id, "name": run.name}

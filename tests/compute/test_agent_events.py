@@ -5,7 +5,7 @@ import time
 import pytest
 
 from podstack_jupyter.compute import sessions
-from podstack_jupyter.compute.session import on_agent_event
+from podstack_jupyter.compute.hooks import on_agent_event
 
 
 @pytest.fixture
