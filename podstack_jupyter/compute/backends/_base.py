@@ -34,6 +34,7 @@ class KernelHandle(abc.ABC):
 
     session: Session
     sockets: dict[str, zmq.Socket]
+    same_host: bool = False  # the kernel runs on this machine: large buffers may skip the socket
 
     def __init__(self, session: Session, sockets: dict[str, zmq.Socket]):
         self.session = session

@@ -150,6 +150,8 @@ def _runtime_dir() -> str:
 
 
 class LocalKernel(KernelHandle):
+    same_host = True
+
     def __init__(self, km: KernelManager):
         self.km = km
         self.connection_file = km.connection_file
