@@ -184,10 +184,15 @@ class Agent:
             self._send({"op": "done", "id": rid, "status": "ok", "probe": True})
             return
         self.context = data.get("context") or {}
+        before = dict(self.shell.user_ns) if data.get("star") else None
         error = None
         try:
             if kind == "cell":
                 error = self._run_cell(data)
+                if before is not None:  # `from m import *`: every name the cell bound comes back
+                    hidden = getattr(self.shell, "user_ns_hidden", {})
+                    names.binds += [n for n, v in self.shell.user_ns.items() if not n.startswith("_")
+                                    and n not in hidden and (n not in before or before[n] is not v)]
             elif kind == "call":
                 error = self._call(data["site"])
             if kind != "sync":
@@ -232,11 +237,17 @@ class Agent:
         for name in data.get("drop", ()):
             self._pop(name)
         same = set(push.get("same", ())) if push else set()
+        same_as = push.get("same_as", {}) if push else {}
         placeholders = set(push.get("placeholders", ())) if push else set()
         fingerprints = push.get("fps", {}) if push else {}
         for name, value in values.items():
             old = self._get(name)
-            if name in same and old is not wire.MISSING and self._is_synced_obj(name, old) \
+            other = same_as.get(name)
+            if other is not None:  # the notebook's value is the object it shares with us under another name
+                old = self._get(other)
+                if old is not wire.MISSING and self._is_synced_obj(other, old) and wire.merge_container(old, value):
+                    value = old
+            elif name in same and old is not wire.MISSING and self._is_synced_obj(name, old) \
                     and wire.merge_container(old, value):
                 value = old
             self._set(name, value)
@@ -361,6 +372,7 @@ class Agent:
         offer = inline_bytes > names.offer_limit
         self.outbox[rid] = {"packet": packet, "agreed": dict(changed)}
         same = [n for n in changed if self._is_synced_obj(n, changed[n][0])]
+        same_as = _aliases({n: v for n, (v, fp) in changed.items()}, self.synced, self._get, self._is_synced_obj)
         for name in absent:
             self.synced.pop(name, None)
             self.synced_obj.pop(name, None)
@@ -368,6 +380,7 @@ class Agent:
             self._pop(name)
         reply = {"op": "done", "id": rid, "status": "ok", "landed": sorted(landed),
                  "pull": {"names": list(changed), "fps": {n: fp for n, (_, fp) in changed.items()}, "same": same,
+                          "same_as": same_as,
                           "frames": frames, "sources": packet.sources, "bytes": packet.nbytes},
                  "absent": absent, "unsendable": unsendable}
         if offer:  # too much to push at the notebook unasked: it says whether it has room first
@@ -523,6 +536,23 @@ class _Names:
 
     def checked(self):
         return list(dict.fromkeys([*self.binds, *self.deletes, *self.pull, *self.inputs]))
+
+
+def _aliases(values: dict, synced, get, is_synced_obj) -> dict:
+    """Containers being sent that are the very object the other end already holds under another
+    name (``alias = lst``): the receiver binds its own object for that name, so they stay one."""
+    containers = {id(v): n for n, v in values.items() if type(v) in (list, dict, set, bytearray)}
+    if not containers:
+        return {}
+    aliases = {}
+    for other in synced:
+        if other in values:
+            continue
+        value = get(other)
+        name = containers.get(id(value))
+        if name is not None and is_synced_obj(other, value):
+            aliases[name] = other
+    return aliases
 
 
 def _flush_output():

@@ -192,6 +192,7 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
         except Exception as exc:
             raise SerializationError(f"cannot send the cell's variables to the GPU session: {exc}") from exc
     same = [n for n, v in values.items() if type(v) in (list, dict, set, bytearray) and state.is_synced_obj(n, v)]
+    same_as = _aliases(values, state, namespace)
     data = {
         "op": "exec", "id": uuid.uuid4().hex, "kind": kind, "code": code, "transformed": transformed,
         "inputs": inputs, "binds": sorted(binds), "deletes": sorted(names.deletes), "pull": pull, "drop": drop,
@@ -199,7 +200,7 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
         "context": hooks.cell_context() if kind in ("cell", "call") else {},
         "push": None if packet is None else {
             "names": list(values), "fps": {n: fp for n, (v, fp) in pushed.items() if fp is not None},
-            "same": same, "placeholders": placeholders, "sources": packet.sources},
+            "same": same, "same_as": same_as, "placeholders": placeholders, "sources": packet.sources},
     }
     if call is not None:
         data["site"] = call.site
@@ -234,6 +235,23 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
     if status != "ok":
         raise PodstackError(f"the GPU session answered {status!r}; run %gpu restart if this persists")
     return _apply(session, state, namespace, step, names, call)
+
+
+def _aliases(values: dict, state, namespace: dict) -> dict:
+    """Containers being sent that are the very object the session already holds under another
+    name (``alias = lst``, one of them sent before): the session binds its own, so they stay one."""
+    containers = {id(v): n for n, v in values.items() if type(v) in (list, dict, set, bytearray)}
+    if not containers:
+        return {}
+    aliases = {}
+    for other in state.synced:
+        if other in values or other.startswith("@"):
+            continue
+        value = namespace.get(other)
+        name = containers.get(id(value))
+        if name is not None and state.is_synced_obj(other, value):
+            aliases[name] = other
+    return aliases
 
 
 def _fingerprint(codec: wire.Codec, name: str, value) -> str:
@@ -274,8 +292,15 @@ def _apply(session: GPUSession, state, namespace: dict, step: StepResult, names:
             values = partial.values
             landed.left_remote.update(partial.why)
     same = set(pull.get("same", ()))
+    same_as = pull.get("same_as", {})
     for name, value in values.items():
         if name.startswith("@"):
+            continue
+        other = same_as.get(name)
+        if other is not None:  # the session bound another name to an object we share: keep them one here
+            old = namespace.get(other, wire.MISSING)
+            if old is not wire.MISSING and state.is_synced_obj(other, old) and wire.merge_container(old, value):
+                values[name] = old
             continue
         old = namespace.get(name, wire.MISSING)
         if name in same and old is not wire.MISSING and old is not value and state.is_synced_obj(name, old) \
