@@ -51,6 +51,7 @@ class Agent:
         self.spaces = {}  # call site -> namespace of one @gpu function's calls
         self.outbox = {}  # request id -> results sent, until the notebook confirms them
         self.waiting = {}  # request id -> an exec whose large buffers the notebook is writing
+        self.pool = wire.BufferPool()  # memory the notebook writes large buffers into, reused
         self.context = {}  # the notebook's context for the running cell (e.g. its active tracked run)
         self.on_cell_end = []  # callables run before a cell's results are sent (e.g. flush metrics)
         self._tagged = None  # the execute_request (async cell) now running, if any
@@ -93,11 +94,29 @@ class Agent:
             self._send({"op": "done", "id": data.get("id"), "status": "failed", "stage": "unknown",
                         "error": _describe(exc)[0]})
 
-    def _send(self, data, buffers=None):
+    def _send(self, data, buffers=None, after_output=False):
+        """Send to the notebook. ``after_output``: behind everything the step printed (its
+        ``done``), without waiting for the kernel's output thread to confirm a flush."""
         data.setdefault("pid", os.getpid())
         data.setdefault("hash", self.codec.hash_name)
         data.setdefault("forgotten", self.codec.table.take_forgotten())
-        self.comm.send(data, buffers=buffers)
+        thread = getattr(sys.stdout, "pub_thread", None)
+        flushes = [s._flush for s in (sys.stdout, sys.stderr)
+                   if getattr(s, "pub_thread", None) is thread and hasattr(s, "_flush")]
+        if not after_output or thread is None or not flushes or getattr(thread, "thread", None) is None \
+                or not thread.thread.is_alive():
+            if after_output:
+                _flush_output()
+            self.comm.send(data, buffers=buffers)
+            return
+        comm = self.comm
+
+        def deliver():  # on ipykernel's output thread: the flushes queue their messages, then ours
+            for flush in flushes:
+                flush()
+            comm.send(data, buffers=buffers)
+
+        thread.schedule(deliver)
 
     # -- names ------------------------------------------------------------
     def _space(self, name):
@@ -124,8 +143,8 @@ class Agent:
         self.synced[name] = fingerprint
         try:
             self.synced_obj[name] = weakref.ref(value)
-        except TypeError:
-            self.synced_obj[name] = value if not wire.is_atom(value) else None
+        except TypeError:  # lists, dicts, ints, strings: held (the namespace holds them anyway)
+            self.synced_obj[name] = value
 
     def _is_synced_obj(self, name, value) -> bool:
         held = self.synced_obj.get(name, wire.MISSING)
@@ -140,7 +159,7 @@ class Agent:
         large = [i for i, frame in enumerate(push["frames"]) if "n" in frame] if push else []
         if large:
             try:
-                memories = {i: wire.allocate(push["frames"][i]["n"]) for i in large}
+                memories = {i: self.pool.take(push["frames"][i]["n"]) for i in large}
             except MemoryError as exc:
                 total = sum(push["frames"][i]["n"] for i in large)
                 self._send({"op": "done", "id": data["id"], "status": "failed", "stage": "push",
@@ -320,7 +339,6 @@ class Agent:
     # -- results ------------------------------------------------------------
     def _finish(self, rid, names, existed, error, landed):
         """Send what the cell changed, or, after a failure, what now differs from the notebook."""
-        _flush_output()  # everything the cell printed reaches the notebook before its results
         codec = self.codec
         codec.begin()
         if error is None:
@@ -385,9 +403,9 @@ class Agent:
                  "absent": absent, "unsendable": unsendable}
         if offer:  # too much to push at the notebook unasked: it says whether it has room first
             reply["offer"] = True
-            self._send(reply)
+            self._send(reply, after_output=True)
         else:
-            self._send(reply, buffers=inline)
+            self._send(reply, buffers=inline, after_output=True)
         self.codec.sources_sent.update(packet.sources)
 
     def _resend(self, data):
@@ -462,7 +480,7 @@ class Agent:
                 pass
         self._send({"op": "done", "id": rid, "status": "error", "error": error, "exception": exception_frame,
                     "landed": sorted(landed), "diverged": diverged, "diverged_keys": diverged_keys},
-                   buffers=buffers)
+                   buffers=buffers, after_output=True)
 
     # -- cells with top-level await (ordinary execute_requests) ------------
     def _meta(self):

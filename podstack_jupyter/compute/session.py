@@ -143,8 +143,8 @@ class SyncState:
         self.left_remote.discard(name)
         try:
             self._objects[name] = weakref.ref(value)
-        except TypeError:
-            self._objects[name] = None if wire.is_atom(value) else value
+        except TypeError:  # lists, dicts, ints, strings: held (the namespace holds them anyway)
+            self._objects[name] = value
 
     def forget(self, name: str):
         self.synced.pop(name, None)
@@ -161,8 +161,8 @@ class SyncState:
     def prune(self, namespace: dict):
         """Drop the strong references kept for names rebound here since (they may be large)."""
         for name, held in list(self._objects.items()):
-            if held is not None and not isinstance(held, weakref.ref) and namespace.get(name, wire.MISSING) is not held \
-                    and not name.startswith("@"):
+            if held is not None and not isinstance(held, weakref.ref) and not name.startswith("@") \
+                    and namespace.get(name, wire.MISSING) is not held:
                 self._objects[name] = None
 
     def outgoing(self) -> dict:
@@ -231,6 +231,7 @@ class GPUSession:
         self.remote_pid: int | None = None
         self.state: SyncState | None = None
         self.relay = CommRelay(self)
+        self.pool = wire.BufferPool()  # memory large results are copied into, reused
         self._comm_id = uuid.uuid4().hex
         self._lock = threading.RLock()
         self._pending: str | None = None  # an interrupted step the remote may still be finishing
@@ -545,7 +546,7 @@ class GPUSession:
             try:
                 for frame in pull["frames"]:
                     if "a" in frame:
-                        buffers.append(wire.vm_read(reply["pid"], frame["a"], frame["n"]))
+                        buffers.append(wire.vm_read(reply["pid"], frame["a"], frame["n"], self.pool))
                         self.kernel.bytes_received += frame["n"]
                         copied = True
                     else:
@@ -611,6 +612,7 @@ class GPUSession:
     # -- lifetime ----------------------------------------------------------
     def stop(self):
         self.relay.close_all()
+        self.pool.clear()
         try:
             self.kernel.shutdown()
         finally:

@@ -52,7 +52,7 @@ except ImportError:  # pragma: no cover - a dependency of the package; the sessi
     xxhash = None
 
 __all__ = ["Codec", "ObjectTable", "Packet", "Landing", "MissingKeyError", "HASH_NAME", "INLINE_LIMIT",
-           "MISSING", "is_atom", "vm_read", "vm_write", "allocate", "address_of", "merge_container"]
+           "MISSING", "is_atom", "vm_read", "vm_write", "allocate", "address_of", "merge_container", "BufferPool"]
 
 HASH_NAME = "xxh3_128" if xxhash is not None else "blake2b"
 INLINE_LIMIT = 1 << 20  # buffers below this ride in the message even when both ends share a machine
@@ -174,12 +174,17 @@ class Packet:
 class _HashWriter:
     """A file that hashes what is written to it (the fingerprint of a pickle stream)."""
 
-    __slots__ = ("hash", "written", "limit")
+    __slots__ = ("hash_name", "hash", "written", "limit")
 
     def __init__(self, hash_name: str, limit: int | None = None):
+        self.hash_name = hash_name
         self.hash = _new_hash(hash_name)
         self.written = 0
         self.limit = limit
+
+    def reset(self):
+        self.hash = _new_hash(self.hash_name)
+        self.written = 0
 
     def write(self, data):
         self.hash.update(data)
@@ -300,7 +305,8 @@ class _Pickler(cloudpickle.Pickler):
         if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
             arr = numpy.ascontiguousarray(arr)
         order = "F" if (arr.flags.f_contiguous and not arr.flags.c_contiguous) else "C"
-        meta = ("ndarray", arr.dtype, arr.shape, order)
+        dtype = arr.dtype.str if arr.dtype.fields is None and arr.dtype.subdtype is None else arr.dtype
+        meta = ("ndarray", dtype, arr.shape, order)
         return self._buffered(key, arr, meta)
 
     def _tensor(self, tensor, torch, numpy):
@@ -384,18 +390,26 @@ class Codec:
     def fingerprint(self, value) -> str:
         """A hash of ``value``'s content and of the identity of its keyed parts.
         Raises what pickling raises (the value cannot travel)."""
-        writer = _HashWriter(self.hash_name, _FAST_STREAM_LIMIT)
-        pickler = _Pickler(writer, self, "fingerprint")
+        if self._fingerprinter is None:  # one memo-less pickler per pass, its output hashed afresh per value
+            writer = _HashWriter(self.hash_name, _FAST_STREAM_LIMIT)
+            self._fingerprinter = _Pickler(writer, self, "fingerprint")
+            self._fingerprint_out = writer
+        writer, pickler = self._fingerprint_out, self._fingerprinter
+        writer.reset()
         pickler.file_hash = writer.hash.update
         try:
             pickler.dump(value)
+            return writer.hash.hexdigest()
         except (ValueError, RecursionError, _StreamTooLong):
             # cyclic (fast mode cannot) or a DAG that a memo-less pickle would repeat: pickle with the memo
             writer = _HashWriter(self.hash_name)
             pickler = _Pickler(writer, self, "token")
             pickler.file_hash = writer.hash.update
             pickler.dump(value)
-        return writer.hash.hexdigest()
+            return writer.hash.hexdigest()
+        except BaseException:
+            self._fingerprinter = None  # its state after a failed dump is unknown
+            raise
 
     def encode(self, values: dict, full: bool = False) -> Packet:
         """One pickle of ``values`` (a dict), so objects they share stay shared."""
@@ -688,6 +702,67 @@ def allocate(nbytes: int) -> mmap.mmap:
     return memory
 
 
+class BufferPool:
+    """Memory for buffers copied in from the other process, reused once nothing uses it.
+
+    Fresh memory costs page faults that dominate a copy (several times the copy
+    itself on some machines); a buffer whose array was dropped is taken again for the
+    next buffer of (about) its size. A buffer is free when no memoryview, array or
+    tensor still exports it (the resize probe fails while one does). At most
+    ``keep`` bytes of free buffers are kept.
+    """
+
+    def __init__(self, keep: int = 2 << 30):
+        self.keep = keep
+        self._buffers: list[mmap.mmap] = []
+
+    @staticmethod
+    def _free(memory) -> bool:
+        try:
+            memory.resize(len(memory))  # refused while a buffer export exists
+            return True
+        except BufferError:
+            return False
+        except (OSError, ValueError, TypeError, SystemError):  # cannot tell: never reuse it
+            return False
+
+    def take(self, nbytes: int) -> mmap.mmap:
+        size = max(nbytes, 1)
+        idle = 0
+        chosen = None
+        for memory in self._buffers:
+            if memory.closed or not self._free(memory):
+                continue
+            if chosen is None and size <= len(memory) <= size + size // 8:
+                chosen = memory
+            else:
+                idle += len(memory)
+        if chosen is not None:
+            self._buffers.remove(chosen)
+            self._buffers.append(chosen)
+            return chosen
+        self._trim(idle)
+        memory = allocate(nbytes)
+        self._buffers.append(memory)
+        return memory
+
+    def _trim(self, idle: int):
+        for memory in list(self._buffers):
+            if idle <= self.keep:
+                break
+            if not memory.closed and self._free(memory):
+                idle -= len(memory)
+                self._buffers.remove(memory)
+                memory.close()
+        self._buffers = [m for m in self._buffers if not m.closed]
+
+    def clear(self):
+        for memory in self._buffers:
+            if not memory.closed and self._free(memory):
+                memory.close()
+        self._buffers = [m for m in self._buffers if not m.closed]
+
+
 def address_of(buf) -> int:
     """The address of a writable, contiguous buffer."""
     view = memoryview(buf).cast("B")
@@ -696,9 +771,9 @@ def address_of(buf) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(view))
 
 
-def vm_read(pid: int, address: int, nbytes: int) -> memoryview:
-    """Copy ``nbytes`` at ``address`` in process ``pid`` into fresh memory here."""
-    memory = allocate(nbytes)
+def vm_read(pid: int, address: int, nbytes: int, pool: BufferPool | None = None) -> memoryview:
+    """Copy ``nbytes`` at ``address`` in process ``pid`` into memory here (from ``pool`` if given)."""
+    memory = pool.take(nbytes) if pool is not None else allocate(nbytes)
     view = memoryview(memory)[:nbytes]
     if nbytes:
         _vm_call("process_vm_readv", pid, address_of(memory), address, nbytes)
