@@ -156,12 +156,12 @@ class Agent:
     def _exec(self, data, buffers):
         self._confirm(data)
         push = data.get("push")
-        large = [i for i, frame in enumerate(push["frames"]) if "n" in frame] if push else []
+        large = [i for i, part in enumerate(push["parts"]) if "n" in part] if push else []
         if large:
             try:
-                memories = {i: self.pool.take(push["frames"][i]["n"]) for i in large}
+                memories = {i: self.pool.take(push["parts"][i]["n"]) for i in large}
             except MemoryError as exc:
-                total = sum(push["frames"][i]["n"] for i in large)
+                total = sum(push["parts"][i]["n"] for i in large)
                 self._send({"op": "done", "id": data["id"], "status": "failed", "stage": "push",
                             "error": {"ename": "MemoryError", "evalue": f"the session cannot hold {total:,} more "
                                                                         f"bytes: {exc}", "traceback": []}})
@@ -177,13 +177,11 @@ class Agent:
         if entry is None:
             return
         original, original_buffers, memories = entry
-        if data.get("inline"):  # the notebook could not write into this process: the frames came along
-            original = dict(original, push=dict(original["push"], frames=data["frames"]))
-            original_buffers = [original_buffers[0], *buffers]
-            memories = {}
+        parts = original["push"]["parts"]
+        if data.get("inline"):  # the notebook could not write into this process: the parts came along
+            memories = {int(i): buffers[k] for i, k in data["inline"].items()}
         else:
-            push = original["push"]
-            memories = {i: memoryview(m)[:push["frames"][i]["n"]] for i, m in memories.items()}
+            memories = {i: memoryview(m)[:parts[i]["n"]] for i, m in memories.items()}
         self._step(original, original_buffers, memories)
 
     def _step(self, data, buffers, memories):
@@ -247,8 +245,8 @@ class Agent:
         push = data.get("push")
         values = {}
         if push:
-            frames = [memories[i] if "n" in frame else buffers[frame["i"]] for i, frame in enumerate(push["frames"])]
-            values, landing = self.codec.decode(buffers[0], frames, push.get("sources"))
+            parts = [memories[i] if "n" in part else buffers[part["i"]] for i, part in enumerate(push["parts"])]
+            values, landing = self.codec.decode(parts[0], parts[1:], push.get("sources"))
             if data.get("kind") == "probe":
                 landing.rollback()
                 return set(values)
@@ -378,16 +376,14 @@ class Agent:
         return changed, absent, unsendable
 
     def _reply_values(self, rid, packet, changed, absent, unsendable, names, landed):
-        frames, inline = [], [packet.stream]
-        same_host = names.same_host
-        for buf in packet.buffers:  # flat byte views
-            if same_host and buf.nbytes >= wire.INLINE_LIMIT and not buf.readonly:
-                frames.append({"n": buf.nbytes, "a": wire.address_of(buf)})  # the notebook copies it from here
+        parts, inline = [], []
+        for part in (memoryview(packet.stream), *packet.buffers):  # flat byte views
+            if names.same_host and part.nbytes >= wire.INLINE_LIMIT and not part.readonly:
+                parts.append({"n": part.nbytes, "a": wire.address_of(part)})  # the notebook copies it from here
             else:
-                frames.append({"i": len(inline)})
-                inline.append(buf)
-        inline_bytes = sum(memoryview(b).nbytes for b in inline[1:])
-        offer = inline_bytes > names.offer_limit
+                parts.append({"i": len(inline)})
+                inline.append(part)
+        offer = sum(part.nbytes for part in inline) > names.offer_limit
         self.outbox[rid] = {"packet": packet, "agreed": dict(changed)}
         same = [n for n in changed if self._is_synced_obj(n, changed[n][0])]
         same_as = _aliases({n: v for n, (v, fp) in changed.items()}, self.synced, self._get, self._is_synced_obj)
@@ -399,7 +395,7 @@ class Agent:
         reply = {"op": "done", "id": rid, "status": "ok", "landed": sorted(landed),
                  "pull": {"names": list(changed), "fps": {n: fp for n, (_, fp) in changed.items()}, "same": same,
                           "same_as": same_as,
-                          "frames": frames, "sources": packet.sources, "bytes": packet.nbytes},
+                          "parts": parts, "sources": packet.sources, "bytes": packet.nbytes},
                  "absent": absent, "unsendable": unsendable}
         if offer:  # too much to push at the notebook unasked: it says whether it has room first
             reply["offer"] = True
@@ -436,8 +432,7 @@ class Agent:
             self.codec.begin()
             packet = self.codec.encode({n: v for n, (v, fp) in entry["agreed"].items()}, full=True)
             entry["packet"] = packet
-        frames = [{"i": i + 1} for i in range(len(packet.buffers))]
-        self._send({"op": "frames", "id": rid, "frames": frames}, buffers=[packet.stream, *packet.buffers])
+        self._send({"op": "frames", "id": rid}, buffers=[packet.stream, *packet.buffers])
 
     def _after_failure(self, rid, names, existed, error, landed):
         """The cell failed: say which agreed values it changed, so the notebook sends its own

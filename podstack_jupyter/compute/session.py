@@ -345,17 +345,16 @@ class GPUSession:
     def _run_step(self, data, packet, sink, deadline, timeout, names) -> StepResult:
         state = self.state
         step_id = data["id"]
-        frames, inline, large = [], [], []
-        if packet is not None:
-            inline.append(packet.stream)
-            for index, buf in enumerate(packet.buffers):
-                if self.same_host and buf.nbytes >= wire.INLINE_LIMIT:
-                    frames.append({"n": buf.nbytes})
-                    large.append((index, buf))
+        parts, inline, large = [], [], []
+        if packet is not None:  # part 0 is the pickle stream, the rest its out-of-band buffers
+            for index, part in enumerate((memoryview(packet.stream), *packet.buffers)):
+                if self.same_host and part.nbytes >= wire.INLINE_LIMIT:
+                    parts.append({"n": part.nbytes})  # copied into the session's memory once it has set it aside
+                    large.append((index, part))
                 else:
-                    frames.append({"i": len(inline)})
-                    inline.append(buf)
-            data["push"]["frames"] = frames
+                    parts.append({"i": len(inline)})
+                    inline.append(part)
+            data["push"]["parts"] = parts
         data.update(state.outgoing())
         data["same_host"] = self.same_host
         data["offer_limit"] = _OFFER_LIMIT
@@ -393,13 +392,8 @@ class GPUSession:
                 self.kernel.bytes_sent += buf.nbytes  # moved, if not through the socket
         except OSError:  # not allowed here (e.g. a hardened kernel): send them through the socket
             self.kernel.same_host = False
-            frames, inline = {}, []
-            for index, buf in large:
-                frames[index] = {"i": len(inline) + 1}
-                inline.append(buf)
-            push_frames = [frames.get(i, {"i": None}) for i in range(max(frames) + 1)]
-            return self._comm_msg({"op": "filled", "id": step_id, "inline": True, "frames": push_frames},
-                                  [b"", *inline])
+            mapping = {str(index): k for k, (index, _) in enumerate(large)}
+            return self._comm_msg({"op": "filled", "id": step_id, "inline": mapping}, [part for _, part in large])
         return self._comm_msg({"op": "filled", "id": step_id})
 
     def _next_for(self, step_id: str, ours: set, deadline: float, sink: OutputSink,
@@ -537,26 +531,24 @@ class GPUSession:
             if reply.get("offer"):
                 _check_room(total)
                 return self._ask_again(step_id, {})
-            frames = result.frames
-            stream, buffers = frames[0], []
-            copied = False
-            large = sum(f.get("n", 0) for f in pull["frames"])
+            parts, copied = [], False
+            large = sum(part.get("n", 0) for part in pull["parts"])
             if large:
                 _check_room(large)
             try:
-                for frame in pull["frames"]:
-                    if "a" in frame:
-                        buffers.append(wire.vm_read(reply["pid"], frame["a"], frame["n"], self.pool))
-                        self.kernel.bytes_received += frame["n"]
+                for part in pull["parts"]:
+                    if "a" in part:  # copied straight out of the session's memory
+                        parts.append(wire.vm_read(reply["pid"], part["a"], part["n"], self.pool))
+                        self.kernel.bytes_received += part["n"]
                         copied = True
                     else:
-                        buffers.append(frames[frame["i"]])
+                        parts.append(result.frames[part["i"]])
             except OSError:
                 self.kernel.same_host = False
                 return self._ask_again(step_id, {})
             if copied:
                 self._comm_msg({"op": "release", "id": step_id})
-            return stream, buffers
+            return parts[0], parts[1:]
 
     def _ask_again(self, step_id: str, options: dict) -> tuple:
         msg_id = self._comm_msg(dict(options, op="resend", id=step_id))

@@ -386,3 +386,24 @@ def test_a_value_the_session_cannot_rebuild_is_named(ip):
     """))
     with pytest.raises(SerializationError, match="'thing'.*--pip"):
         run(ip, "%%gpu\nprint(thing, other)")
+
+
+def test_without_access_to_the_sessions_memory_values_go_through_the_socket(ip, monkeypatch):
+    """A kernel that forbids process_vm_readv/writev (e.g. a hardened container): same results."""
+    from podstack_jupyter.compute import wire
+
+    def refused(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    run(ip, "import numpy as np\nbig = np.arange(2_000_000, dtype=np.float64)")
+    run(ip, "%%gpu\npass")
+    monkeypatch.setattr(wire, "vm_write", refused)
+    monkeypatch.setattr(wire, "vm_read", refused)
+    run(ip, "%%gpu\ntotal = float(big.sum())\nback = big * 2")
+    assert ip.user_ns["total"] == float(np.arange(2_000_000).sum()) and ip.user_ns["back"][-1] == 3_999_998
+    assert not only_session().kernel.same_host  # and it stops trying
+
+
+def only_session():
+    (session,) = sessions.find("all")
+    return session
