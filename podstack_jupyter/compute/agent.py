@@ -239,6 +239,8 @@ class Agent:
             self.codec.table.held.clear()
         if data.get("hash") in (wire.HASH_NAME, "blake2b"):  # both ends must fingerprint alike
             self.codec.hash_name = data["hash"]
+        if "python" in data:  # marshal's format is only shared by the same Python
+            self.codec.marshal_ok = data["python"] == list(sys.version_info[:2])
 
     def _land(self, data, buffers, memories) -> set:
         """Decode the pushed batch and bind it: all names or none."""
@@ -246,7 +248,7 @@ class Agent:
         values = {}
         if push:
             parts = [memories[i] if "n" in part else buffers[part["i"]] for i, part in enumerate(push["parts"])]
-            values, landing = self.codec.decode(parts[0], parts[1:], push.get("sources"))
+            values, landing = self.codec.decode(parts[0], parts[1:], push.get("sources"), push.get("format", "pickle"))
             if data.get("kind") == "probe":
                 landing.rollback()
                 return set(values)
@@ -340,10 +342,10 @@ class Agent:
         codec = self.codec
         codec.begin()
         if error is None:
-            changed, absent, unsendable = self._changes(names)
+            changed, absent, unsendable, plain = self._changes(names)
             values = {name: value for name, (value, fp) in changed.items()}
             try:
-                packet = codec.encode(values)
+                packet = codec.encode(values, plain=plain)
             except BaseException as exc:  # e.g. an interrupt while pickling: nothing came back
                 self._after_failure(rid, names, existed, _describe(exc), landed)
                 return
@@ -352,7 +354,7 @@ class Agent:
             self._after_failure(rid, names, existed, error, landed)
 
     def _changes(self, names):
-        changed, absent, unsendable = {}, [], {}
+        changed, absent, unsendable, plain = {}, [], {}, True
         for name in names.checked():
             value = self._get(name)
             if value is wire.MISSING:
@@ -373,7 +375,8 @@ class Agent:
             if fp == previous and not forced and (same_obj or wire.is_atom(value)):
                 continue
             changed[name] = (value, fp)
-        return changed, absent, unsendable
+            plain = plain and self.codec.plain
+        return changed, absent, unsendable, plain
 
     def _reply_values(self, rid, packet, changed, absent, unsendable, names, landed):
         parts, inline = [], []
@@ -395,7 +398,8 @@ class Agent:
         reply = {"op": "done", "id": rid, "status": "ok", "landed": sorted(landed),
                  "pull": {"names": list(changed), "fps": {n: fp for n, (_, fp) in changed.items()}, "same": same,
                           "same_as": same_as,
-                          "parts": parts, "sources": packet.sources, "bytes": packet.nbytes},
+                          "parts": parts, "sources": packet.sources, "bytes": packet.nbytes,
+                          "format": packet.format},
                  "absent": absent, "unsendable": unsendable}
         if offer:  # too much to push at the notebook unasked: it says whether it has room first
             reply["offer"] = True
@@ -414,7 +418,7 @@ class Agent:
                         "error": {"ename": "LookupError", "evalue": "those results are gone", "traceback": []}})
             return
         if data.get("split"):  # one pickle per name, so the notebook can rebuild those it can
-            names, counts, buffers = [], [], []
+            names, counts, formats, buffers = [], [], [], []
             self.codec.begin()
             for name, (value, fp) in entry["agreed"].items():
                 try:
@@ -423,8 +427,10 @@ class Agent:
                     continue
                 names.append(name)
                 counts.append(len(packet.buffers))
+                formats.append(packet.format)
                 buffers += [packet.stream, *packet.buffers]
-            self._send({"op": "frames", "id": rid, "split": names, "counts": counts}, buffers=buffers)
+            self._send({"op": "frames", "id": rid, "split": names, "counts": counts, "formats": formats},
+                       buffers=buffers)
             return
         packet = entry["packet"]
         if data.get("full") or entry.get("released"):
@@ -432,7 +438,7 @@ class Agent:
             self.codec.begin()
             packet = self.codec.encode({n: v for n, (v, fp) in entry["agreed"].items()}, full=True)
             entry["packet"] = packet
-        self._send({"op": "frames", "id": rid}, buffers=[packet.stream, *packet.buffers])
+        self._send({"op": "frames", "id": rid, "format": packet.format}, buffers=[packet.stream, *packet.buffers])
 
     def _after_failure(self, rid, names, existed, error, landed):
         """The cell failed: say which agreed values it changed, so the notebook sends its own

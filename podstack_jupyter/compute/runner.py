@@ -159,6 +159,7 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
 
     codec.begin()
     pushed: dict[str, tuple] = {}
+    plain = True  # every value sent is plain builtins: marshal carries the batch
     for name in candidates:
         value = namespace[name]
         previous = state.synced.get(name)
@@ -169,6 +170,7 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
         if name not in forced and fp == previous and (same_obj or wire.is_atom(value)):
             continue
         pushed[name] = (value, fp)
+        plain = plain and codec.plain
     for name in placeholders:  # `del x` of a value the session never had: it needs something to delete
         pushed[name] = (None, None)
     inputs = [n for n in sorted(reads) if n in pushed or n in state.synced]
@@ -180,6 +182,7 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
                               else f"argument of {getattr(call.values['fn'], '__name__', 'the function')}()", value)
             if fp != state.synced.get(qualified):
                 pushed[qualified] = (value, fp)
+                plain = plain and codec.plain
         inputs += [f"@{call.site}:args", f"@{call.site}:kwargs"]
         binds.add(f"@{call.site}:ret")
         drop_after.append(f"@{call.site}:ret")
@@ -188,7 +191,7 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
     packet = None
     if values:
         try:
-            packet = codec.encode(values, full=_full)
+            packet = codec.encode(values, full=_full, plain=plain)
         except Exception as exc:
             raise SerializationError(f"cannot send the cell's variables to the GPU session: {exc}") from exc
     same = [n for n, v in values.items() if type(v) in (list, dict, set, bytearray) and state.is_synced_obj(n, v)]
@@ -200,7 +203,9 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
         "context": hooks.cell_context() if kind in ("cell", "call") else {},
         "push": None if packet is None else {
             "names": list(values), "fps": {n: fp for n, (v, fp) in pushed.items() if fp is not None},
-            "same": same, "same_as": same_as, "placeholders": placeholders, "sources": packet.sources},
+            "same": same, "same_as": same_as, "placeholders": placeholders, "sources": packet.sources,
+            "format": packet.format},
+        "python": list(sys.version_info[:2]),
     }
     if call is not None:
         data["site"] = call.site
@@ -353,12 +358,12 @@ class _LeftRemote(Exception):
 def _decode(session: GPUSession, state, step: StepResult) -> dict:
     codec = state.codec
     pull = step.reply["pull"]
-    stream, buffers = session.fetch(step)
+    stream, buffers, fmt = session.fetch(step)
     try:
-        values, landing = codec.decode(stream, buffers, pull.get("sources"))
+        values, landing = codec.decode(stream, buffers, pull.get("sources"), fmt)
     except wire.MissingKeyError as exc:  # we no longer hold something it referred to by key: ask for it whole
-        stream, buffers = session.fetch(step, full_keys=[int(k) for k in exc.args])
-        values, landing = codec.decode(stream, buffers, pull.get("sources"))
+        stream, buffers, fmt = session.fetch(step, full_keys=[int(k) for k in exc.args])
+        values, landing = codec.decode(stream, buffers, pull.get("sources"), fmt)
     except Exception:  # e.g. a class this notebook cannot import: bring back what can be rebuilt here
         return _decode_each(session, state, step)
     landing.commit()
@@ -367,14 +372,14 @@ def _decode(session: GPUSession, state, step: StepResult) -> dict:
 
 def _decode_each(session: GPUSession, state, step: StepResult) -> dict:
     codec = state.codec
-    reply, buffers = session.fetch(step, split=True)
+    reply, buffers, _ = session.fetch(step, split=True)
     values, why = {}, {}
     position = 0
-    for name, count in zip(reply["split"], reply["counts"]):
+    for name, count, fmt in zip(reply["split"], reply["counts"], reply["formats"]):
         stream, frames = buffers[position], buffers[position + 1:position + 1 + count]
         position += 1 + count
         try:
-            decoded, landing = codec.decode(stream, frames, step.reply["pull"].get("sources"))
+            decoded, landing = codec.decode(stream, frames, step.reply["pull"].get("sources"), fmt)
         except Exception as exc:
             why[name] = f"cannot be rebuilt here: {type(exc).__name__}: {exc}"
             continue

@@ -229,6 +229,7 @@ class GPUSession:
         self.busy = False
         self.dead_reason: str | None = None
         self.remote_pid: int | None = None
+        self.remote_python: tuple | None = None
         self.state: SyncState | None = None
         self.relay = CommRelay(self)
         self.pool = wire.BufferPool()  # memory large results are copied into, reused
@@ -243,6 +244,8 @@ class GPUSession:
         """What this session and ``namespace`` agree they both hold (made on first use)."""
         if self.state is None:
             self.state = SyncState(namespace)
+            # marshal carries plain builtins fast, but its format is only shared by the same Python
+            self.state.codec.marshal_ok = self.remote_python == tuple(sys.version_info[:2])
         return self.state
 
     @property
@@ -464,6 +467,7 @@ class GPUSession:
         op = data.get("op")
         if op == "ready":  # start() waits for it
             self.remote_pid = data.get("pid")
+            self.remote_python = tuple(int(p) for p in str(data.get("python", "")).split(".")[:2] if p.isdigit())
             return False
         if op in ("done", "alloc", "frames"):
             return False
@@ -548,7 +552,7 @@ class GPUSession:
                 return self._ask_again(step_id, {})
             if copied:
                 self._comm_msg({"op": "release", "id": step_id})
-            return parts[0], parts[1:]
+            return parts[0], parts[1:], pull.get("format", "pickle")
 
     def _ask_again(self, step_id: str, options: dict) -> tuple:
         msg_id = self._comm_msg(dict(options, op="resend", id=step_id))
@@ -558,8 +562,8 @@ class GPUSession:
             raise PodstackError(f"the session could not send its results again: {data['error']['evalue']}")
         buffers = list(msg["buffers"])
         if options.get("split"):
-            return data, buffers
-        return buffers[0], buffers[1:]
+            return data, buffers, None
+        return buffers[0], buffers[1:], data.get("format", "pickle")
 
     def _forward_comm(self, msg_type: str, comm_id: str, msg: dict):
         """A message from the notebook's front end to a comm (widget) that lives in the session."""

@@ -26,9 +26,13 @@ class Ends:
 
     def send(self, source, target, values, frames=None):
         source.begin()
-        packet = source.encode(values)
+        plain = True
+        for value in values.values():  # as the sequence does: a fingerprint says whether marshal may carry it
+            source.fingerprint(value)
+            plain = plain and source.plain
+        packet = source.encode(values, plain=plain)
         buffers = frames(packet.buffers) if frames else [bytearray(b) for b in packet.buffers]
-        decoded, landing = target.decode(packet.stream, buffers, packet.sources)
+        decoded, landing = target.decode(packet.stream, buffers, packet.sources, packet.format)
         landing.commit()
         source.commit_sent(packet)
         return decoded, packet
@@ -217,6 +221,7 @@ def test_missing_keys_are_reported_not_guessed():
     gc.collect()
     ends.here.begin()
     packet = ends.here.encode({"a": array})
+    assert packet.format == "pickle"
     with pytest.raises(wire.MissingKeyError):
         ends.there.decode(packet.stream, [bytearray(b) for b in packet.buffers])
     assert ends.there.table.take_forgotten()  # it says so, so the notebook sends it whole next time
@@ -258,3 +263,29 @@ def test_memory_is_copied_straight_between_processes():
         child.stdin.close()
         child.wait(timeout=30)
         child.stdout.close()
+
+
+def test_plain_builtins_travel_by_marshal_and_stay_shared():
+    ends = Ends()
+    row = {"a": 1}
+    rows = [row, row, {"b": [1.5, None, "x"]}]
+    packet = ends.push(rows=rows, first=row)
+    assert packet.format == "marshal"
+    assert ends.there_ns["rows"][0] is ends.there_ns["rows"][1] is ends.there_ns["first"]
+    assert ends.there_ns["rows"][2] == {"b": [1.5, None, "x"]}
+    for other in ([row, np.ones(2)], bytearray(b"x"), [1 + 2j]):
+        assert ends.push(other=other).format == "pickle", other  # anything else: pickle, never bytes
+    assert type(ends.there_ns["other"]) is not bytes
+
+
+def test_object_arrays_rebuild_from_marshalled_elements():
+    import pandas as pd
+
+    ends = Ends()
+    frame = pd.DataFrame({"s": pd.Series(["a", "bb", None, "a"], dtype=object), "n": [1.0, 2.0, float("nan"), 4.0],
+                          "nested": pd.Series([[1], [2, 3], [], [4]], dtype=object)})
+    grid = np.array([["x", 1], [None, 2.5]], dtype=object)
+    ends.push(frame=frame, grid=grid)
+    pd.testing.assert_frame_equal(ends.there_ns["frame"], frame)
+    assert ends.there_ns["grid"].shape == (2, 2) and ends.there_ns["grid"][1, 1] == 2.5
+    assert ends.there_ns["frame"]["nested"][1] == [2, 3]
