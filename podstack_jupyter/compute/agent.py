@@ -381,8 +381,14 @@ class Agent:
     def _reply_values(self, rid, packet, changed, absent, unsendable, names, landed):
         parts, inline = [], []
         for part in (memoryview(packet.stream), *packet.buffers):  # flat byte views
-            if names.same_host and part.nbytes >= wire.INLINE_LIMIT and not part.readonly:
-                parts.append({"n": part.nbytes, "a": wire.address_of(part)})  # the notebook copies it from here
+            address = None
+            if names.same_host and part.nbytes >= wire.INLINE_LIMIT:
+                try:
+                    address = wire.address_of(part)
+                except BufferError:  # read-only and not bytes: through the socket
+                    pass
+            if address is not None:
+                parts.append({"n": part.nbytes, "a": address})  # the notebook copies it from here
             else:
                 parts.append({"i": len(inline)})
                 inline.append(part)

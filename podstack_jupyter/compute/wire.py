@@ -98,6 +98,7 @@ class ObjectTable:
         self._refs: dict[int, weakref.ref] = {}
         self.held: dict[int, str] = {}
         self.forgotten: set[int] = set()
+        self.on_died: list = []  # callables(key) run when an object we hold a key for dies
 
     def key(self, obj) -> int | None:
         """The key of ``obj``, made now if it has none (None: cannot be tracked)."""
@@ -127,6 +128,8 @@ class ObjectTable:
                 del table._refs[key]
                 table.held.pop(key, None)
                 table.forgotten.add(key)
+                for callback in table.on_died:
+                    callback(key)
             if table._key_of.get(oid) == key:
                 del table._key_of[oid]
 
@@ -176,11 +179,9 @@ class Packet:
 
 
 class _HashWriter:
-    """A file that hashes what is written to it (the fingerprint of a pickle stream). It also
-    notes a BYTEARRAY8 opcode byte (0x96): a value holding a bytearray is not plain for marshal
-    (an innocent 0x96 inside data only costs the faster path)."""
+    """A file that hashes what is written to it (the fingerprint of a pickle stream)."""
 
-    __slots__ = ("hash_name", "hash", "written", "limit", "bytearray_seen")
+    __slots__ = ("hash_name", "hash", "written", "limit")
 
     def __init__(self, hash_name: str, limit: int | None = None):
         self.hash_name = hash_name
@@ -190,12 +191,9 @@ class _HashWriter:
     def reset(self):
         self.hash = _new_hash(self.hash_name)
         self.written = 0
-        self.bytearray_seen = False
 
     def write(self, data):
         self.hash.update(data)
-        if not self.bytearray_seen and b"\x96" in data:
-            self.bytearray_seen = True
         self.written += len(data)
         if self.limit is not None and self.written > self.limit:
             raise _StreamTooLong
@@ -234,9 +232,13 @@ class _Pickler(cloudpickle.Pickler):
         self._full = full  # send every buffer, even those the receiver holds
         self.buffers: list = []
         self.sent_tokens: dict[int, str] = {}
-        super().__init__(file, protocol=5, buffer_callback=self._buffer if mode == "send" else self._hash_buffer)
         if mode == "fingerprint":
+            # protocol 4: a bytearray is then reduced through its class, so reducer_override sees it
+            # and the value is not taken for plain builtins (marshal would turn it into bytes)
+            super().__init__(file, protocol=4)
             self.fast = True
+        else:
+            super().__init__(file, protocol=5, buffer_callback=self._buffer if mode == "send" else self._hash_buffer)
 
     def _buffer(self, buf):
         self.buffers.append(buf)
@@ -296,13 +298,13 @@ class _Pickler(cloudpickle.Pickler):
         return _namespace_fn, (fn.__code__, fn.__name__, fn.__defaults__, fn.__closure__, state)
 
     # --- keyed objects ---
-    def _keyed(self, obj):
+    def _keyed(self, obj, key=None):
         table = self._codec.table
         reduce = self.dispatch_table.get(type(obj))
         reduced = reduce(obj) if reduce is not None else obj.__reduce_ex__(5)
         if isinstance(reduced, str):
             return NotImplemented  # a global, pickled by name
-        key = table.key(obj)
+        key = table.key(obj) if key is None else key
         if key is None:
             return reduced
         func, args, *rest = reduced
@@ -324,21 +326,29 @@ class _Pickler(cloudpickle.Pickler):
         return self._buffered(key, arr, meta)
 
     def _object_array(self, arr, numpy):
-        """An array of Python objects (e.g. a DataFrame's string column): its elements marshalled
-        into one buffer when they are plain builtins -- several times faster than pickling them
-        one by one, and many times faster to rebuild. Elements travel as values."""
-        if self._mode != "send" or arr.dtype != object or not self._codec.marshal_ok:
-            return NotImplemented  # fingerprints see numpy's own reduction: a list of the elements
+        """An array of Python objects (e.g. a DataFrame's string column). When its elements are
+        immutable scalars (str, int, float, bool, None, bytes) they are marshalled into one
+        buffer: several times faster than pickling them one by one, many times faster to
+        rebuild; and its hash is remembered while it holds the very same element objects."""
+        if arr.dtype != object:
+            return NotImplemented  # structured dtypes with object fields: numpy's own reduction
         key = self._codec.table.key(arr)
         if key is None:
             return NotImplemented
         order = "F" if (arr.flags.f_contiguous and not arr.flags.c_contiguous) else "C"
-        elements = arr.ravel(order=order).tolist()
-        if not set(map(type, elements)) <= _MARSHAL_SCALARS:  # e.g. arrays or lists in cells: pickle
-            return NotImplemented
-        data = marshal.dumps(elements, 4)
+        flat = arr.ravel(order=order)
+        token, data = self._codec._objects_token(key, flat)
         meta = ("objects", arr.size, arr.shape, order)
-        return self._buffered(key, data, meta)
+        if self._mode != "send":
+            return _token, ("objects", key, token, meta)
+        if not token.startswith("m:"):  # elements marshal cannot carry exactly: numpy's own reduction
+            return self._keyed(arr, key)
+        if not self._full and self._codec.table.held.get(key) == token:
+            return _buffer, (key, token, meta, None)
+        if data is None:
+            data = marshal.dumps(flat.tolist(), 4)
+        self.sent_tokens[key] = token
+        return _buffer, (key, token, meta, pickle.PickleBuffer(data))
 
     def _tensor(self, tensor, torch, numpy):
         if (numpy is None or tensor.layout != torch.strided or tensor.device.type != "cpu" or tensor.is_quantized
@@ -368,6 +378,17 @@ class _Pickler(cloudpickle.Pickler):
 
 # element types marshal carries exactly (it would turn any other buffer-like object into bytes)
 _MARSHAL_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+
+
+def _pointers_hash(flat, hash_name: str) -> str | None:
+    """A hash of the element pointers of a contiguous object array (which objects it holds)."""
+    if not flat.size or not flat.flags.c_contiguous:
+        return None
+    h = _new_hash(hash_name)
+    h.update((ctypes.c_char * flat.nbytes).from_address(flat.ctypes.data))
+    return h.hexdigest()
+
+
 _UNKEYED = (types.ModuleType, types.MethodType, types.BuiltinFunctionType, property, classmethod, staticmethod,
             BaseException, weakref.ref)
 
@@ -388,6 +409,8 @@ class Codec:
         self._fingerprinter = None
         self._fingerprint_out = None
         self.plain = False  # whether the last value fingerprinted was plain builtins (marshal may carry it)
+        self._object_tokens: dict[int, tuple] = {}  # key -> (pointers hash, elements kept alive, token, plain)
+        self.table.on_died.append(lambda key: self._object_tokens.pop(key, None))
 
     # --- one pass group: fingerprints and the transfer that follows them see the same values ---
     def begin(self):
@@ -405,6 +428,45 @@ class Codec:
             token = f"{view.nbytes:x}:{h.hexdigest()}"
             self._buffer_tokens[key] = token
         return token
+
+    def _objects_token(self, key, flat) -> tuple[str, bytes | None]:
+        """(hash, marshalled elements or None) of a flat object array. "m:" hashes are of the
+        marshalled elements, which are immutable scalars; they are remembered, with the elements
+        kept alive, while the array holds the very same element objects (the same pointers: their
+        addresses cannot be reused while kept). The receiving end remembers the sender's hash the
+        same way. Other arrays get a ("p:") hash of their pickled elements each time."""
+        cached = self._buffer_tokens.get(("objects", key))
+        if cached is not None:
+            return cached
+        pointers = _pointers_hash(flat, self.hash_name)
+        known = self._object_tokens.get(key)
+        if known is not None and pointers is not None and known[0] == pointers:
+            result = (known[2], None)
+        else:
+            elements = flat.tolist()
+            if self.marshal_ok and set(map(type, elements)) <= _MARSHAL_SCALARS:
+                data = marshal.dumps(elements, 4)
+                h = _new_hash(self.hash_name)
+                h.update(data)
+                result = ("m:" + h.hexdigest(), data)
+                if pointers is not None:
+                    self._object_tokens[key] = (pointers, flat.copy(), result[0])
+            else:
+                writer = _HashWriter(self.hash_name)
+                nested = _Pickler(writer, self, "fingerprint")
+                nested.file_hash = writer.hash.update
+                nested.dump(elements)
+                result = ("p:" + writer.hash.hexdigest(), None)
+        self._buffer_tokens[("objects", key)] = result
+        return result
+
+    def remember_objects(self, key, obj, token):
+        """An object array just received with ``token``: remember it as the sender did."""
+        if token.startswith("m:"):
+            flat = obj.ravel(order="K")
+            pointers = _pointers_hash(flat, self.hash_name)
+            if pointers is not None:
+                self._object_tokens[key] = (pointers, flat.copy(), token)
 
     def _token_of(self, obj) -> str:
         cached = self._class_tokens.get(id(obj))
@@ -436,7 +498,7 @@ class Codec:
         self.plain = False
         try:
             pickler.dump(value)
-            self.plain = pickler.plain and not writer.bytearray_seen
+            self.plain = pickler.plain
             return writer.hash.hexdigest()
         except (ValueError, RecursionError, _StreamTooLong):
             # cyclic (fast mode cannot) or a DAG that a memo-less pickle would repeat: pickle with the memo
@@ -513,6 +575,7 @@ class Landing:
         self.copies: list = []
         self.bindings: list = []
         self.tokens: dict[int, str] = {}
+        self.remembered: list = []
 
     def rollback(self):
         for obj, saved_dict, saved_items in reversed(self.snapshots):
@@ -531,6 +594,8 @@ class Landing:
         for key, obj in self.bindings:
             table.bind(key, obj)
         table.held.update(self.tokens)
+        for key, obj, token in self.remembered:
+            self.codec.remember_objects(key, obj, token)
         self.copies.clear()
         self.snapshots.clear()
 
@@ -600,11 +665,14 @@ def _buffer(key, token, meta, buf):
         return existing
     value = _rebuild(meta, buf)
     landing.tokens[key] = token
-    if existing is not None and _fits(existing, value):
+    target = existing if existing is not None and _fits(existing, value) else value
+    if target is existing:
         landing.copies.append((existing, value))
-        return existing
-    landing.bindings.append((key, value))
-    return value
+    else:
+        landing.bindings.append((key, value))
+    if meta[0] == "objects":
+        landing.remembered.append((key, target, token))
+    return target
 
 
 def _rebuild(meta, buf):
@@ -816,11 +884,19 @@ class BufferPool:
 
 
 def address_of(buf) -> int:
-    """The address of a writable, contiguous buffer."""
+    """The address of a contiguous buffer: writable, or the whole of a bytes object.
+    Raises BufferError for other read-only buffers."""
     view = memoryview(buf).cast("B")
     if view.nbytes == 0:
         return 0
-    return ctypes.addressof(ctypes.c_char.from_buffer(view))
+    if not view.readonly:
+        return ctypes.addressof(ctypes.c_char.from_buffer(view))
+    owner = view.obj
+    while isinstance(owner, (memoryview, pickle.PickleBuffer)):
+        owner = owner.obj if isinstance(owner, memoryview) else owner.raw().obj
+    if type(owner) is bytes and len(owner) == view.nbytes:
+        return ctypes.cast(ctypes.c_char_p(owner), ctypes.c_void_p).value  # bytes' own storage, no copy
+    raise BufferError("a read-only buffer that is not a whole bytes object")
 
 
 def vm_read(pid: int, address: int, nbytes: int, pool: BufferPool | None = None) -> memoryview:
@@ -837,6 +913,9 @@ def vm_write(pid: int, buf, address: int):
     view = memoryview(buf).cast("B")
     if not view.nbytes:
         return
-    if view.readonly:
+    try:
+        local = address_of(view)
+    except BufferError:
         view = memoryview(bytearray(view))
-    _vm_call("process_vm_writev", pid, address_of(view), address, view.nbytes)
+        local = address_of(view)
+    _vm_call("process_vm_writev", pid, local, address, view.nbytes)

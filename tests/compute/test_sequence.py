@@ -407,3 +407,18 @@ def test_without_access_to_the_sessions_memory_values_go_through_the_socket(ip, 
 def only_session():
     (session,) = sessions.find("all")
     return session
+
+
+def test_dataframes_with_string_columns_change_both_ways(ip):
+    run(ip, "import pandas as pd\nframe = pd.DataFrame({'s': pd.Series(['a', 'b', 'c'], dtype=object), "
+            "'tags': pd.Series([['x'], [], ['y']], dtype=object), 'n': [1.0, 2.0, 3.0]})\nsame_frame = frame")
+    run(ip, "%%gpu\nrows = len(frame)")
+    run(ip, "%%gpu\nframe.loc[0, 's'] = 'changed there'")
+    assert ip.user_ns["frame"].loc[0, "s"] == "changed there" and ip.user_ns["same_frame"] is ip.user_ns["frame"]
+    run(ip, "%%gpu\nframe.loc[2, 'tags'].append('z')")  # an element changed inside an object cell
+    assert ip.user_ns["frame"].loc[2, "tags"] == ["y", "z"]
+    run(ip, "frame.loc[1, 's'] = 'changed here'")
+    run(ip, "%%gpu\nseen = frame.loc[1, 's']")
+    assert ip.user_ns["seen"] == "changed here"
+    run(ip, "%%gpu\nunchanged = frame.shape")
+    assert ip.user_ns["frame"].loc[:, "s"].tolist() == ["changed there", "changed here", "c"]
