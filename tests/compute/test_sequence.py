@@ -422,3 +422,15 @@ def test_dataframes_with_string_columns_change_both_ways(ip):
     assert ip.user_ns["seen"] == "changed here"
     run(ip, "%%gpu\nunchanged = frame.shape")
     assert ip.user_ns["frame"].loc[:, "s"].tolist() == ["changed there", "changed here", "c"]
+
+
+def test_registry_calls_in_a_gpu_cell_lose_no_output(ip, capsys):
+    """The issue's case end to end: the tracking plane's relay answers registry calls mid-cell."""
+    from podstack_jupyter.tracking import registry
+
+    run(ip, "%%track --name printing\n%%gpu\nfrom podstack import registry\nfor i in range(200):\n"
+            "    print('line', i)\n    registry.log_params({f'p{i}': i})")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("line")]
+    assert lines == [f"line {i}" for i in range(200)]
+    (tracked,) = registry.search_runs(filter="name = 'printing'")
+    assert len(tracked.params) == 200 and tracked.params["p199"] == "199"
