@@ -33,6 +33,7 @@ class CellNames:
     binds: set[str] = field(default_factory=set)
     deletes: set[str] = field(default_factory=set)
     star: bool = False
+    awaits: bool = False  # top-level await: the cell needs an event loop
 
 
 class _Scanner(ast.NodeVisitor):
@@ -108,6 +109,13 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_Lambda(self, node):
         self._visit_scope(node, None)
+
+    def _visit_await(self, node):
+        if self.depth == 0:  # outside any function: the cell needs an event loop
+            self.names.awaits = True
+        self.generic_visit(node)
+
+    visit_Await = visit_AsyncFor = visit_AsyncWith = _visit_await
 
     def visit_Global(self, node: ast.Global):
         self.names.binds.update(node.names)  # a function may rebind them when called

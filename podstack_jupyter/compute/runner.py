@@ -210,7 +210,12 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
     if call is not None:
         data["site"] = call.site
     touched = sorted({*pushed, *binds, *names.deletes, *inputs, *drop})
-    state.inflight[data["id"]] = {"pushed": pushed, "packet": packet, "dropped": drop, "names": touched}
+    if kind == "cell" and names.awaits:
+        data["kind"] = "await"
+    request = {k: data[k] for k in ("id", "code", "inputs", "binds", "deletes", "pull", "drop_after", "star",
+                                    "context", "allow_stdin")}
+    state.inflight[data["id"]] = {"pushed": pushed, "packet": packet, "dropped": drop, "names": touched,
+                                  "request": request}
     try:
         step = session.run_step(data, packet, sink=sink, timeout=timeout, names=touched)
     except SessionDiedError:
@@ -474,7 +479,7 @@ def parse_cell(shell, cell: str, line_offset: int = 1) -> tuple[str, str | None,
 def _parse_cached(cell: str, line_offset: int, transform) -> tuple[str, str | None, CellNames]:
     prefix = "#\n" * line_offset  # "#" lines keep the cell's line numbers (IPython strips leading blank lines)
     try:
-        tree = ast.parse(cell)
+        tree = ast.parse(cell)  # (top-level await parses; analyze_tree notes it)
         plain = True
     except SyntaxError:
         plain = False

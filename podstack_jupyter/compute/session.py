@@ -362,17 +362,22 @@ class GPUSession:
         data["same_host"] = self.same_host
         data["offer_limit"] = _OFFER_LIMIT
         result = StepResult(step_id)
+        awaits = data.get("kind") == "await"
+        if awaits:  # top-level await: the values land first, then ipykernel runs the cell on its loop
+            data = dict(data, kind="sync", id=step_id + ":push", inputs=[], binds=[], pull=[], drop_after=[])
         ours = {self._comm_msg(data, inline)}
         try:
             while True:
-                msg = self._next_for(step_id, ours, deadline, sink, result)
+                msg = self._next_for(data["id"], ours, deadline, sink, result)
                 op = msg["content"]["data"].get("op")
                 content = msg["content"]["data"]
                 if op == "alloc":
-                    ours.add(self._fill(step_id, content, large))
+                    ours.add(self._fill(data["id"], content, large))
                     continue
                 result.reply = content
                 result.frames = list(msg["buffers"])
+                if awaits and content.get("status") == "ok":
+                    return self._run_awaiting(step_id, result, ours, deadline, sink)
                 return result
         except (ExecutionTimeoutError, KeyboardInterrupt) as exc:
             reply = self._interrupt_and_settle(step_id, ours, sink, result)
@@ -385,6 +390,31 @@ class GPUSession:
         except SessionDiedError:
             state.inflight.pop(step_id, None)
             raise
+
+    def _run_awaiting(self, step_id, result, ours, deadline, sink) -> StepResult:
+        """Run a cell with top-level await as an ordinary execute_request; the agent answers from
+        IPython's post_run_cell. If the kernel ends the request without that (e.g. the awaited
+        task was cancelled), the step counts as lost: everything it touched is sent again."""
+        landed = result.reply.get("landed", [])
+        meta = self._inflight_meta(step_id)
+        msg_id = self.kernel.send("shell", "execute_request", {
+            "code": meta.pop("code"), "silent": False, "store_history": True, "user_expressions": {},
+            "allow_stdin": bool(meta.get("allow_stdin")), "stop_on_error": False}, metadata={"podstack": meta})
+        ours.add(msg_id)
+        try:
+            msg = self._next_for(step_id, ours, deadline, sink, result, reply_grace=1.0)
+        except _NoAgentReply:
+            result.reply = {"id": step_id, "status": "failed", "stage": "unknown",
+                            "error": {"ename": "Error", "evalue": "the cell ended without its results"}}
+            result.frames = []
+            return result
+        result.reply = dict(msg["content"]["data"], landed=landed)
+        result.frames = list(msg["buffers"])
+        return result
+
+    def _inflight_meta(self, step_id):
+        step = self.state.inflight[step_id]
+        return dict(step["request"])
 
     def _fill(self, step_id: str, content: dict, large: list) -> str:
         """Copy the step's large buffers into the memory the session set aside for them."""
@@ -400,7 +430,7 @@ class GPUSession:
         return self._comm_msg({"op": "filled", "id": step_id})
 
     def _next_for(self, step_id: str, ours: set, deadline: float, sink: OutputSink,
-                  result: StepResult | None) -> dict:
+                  result: StepResult | None, reply_grace: float | None = None) -> dict:
         """Relay messages until the agent's next reply (done, alloc, frames) about ``step_id``:
         output parented to one of ``ours`` goes to ``sink``, agent events and widget messages
         to their handlers, input requests are answered."""
@@ -408,6 +438,8 @@ class GPUSession:
         while True:
             now = time.monotonic()
             if now >= deadline:
+                if reply_grace == -1.0:
+                    raise _NoAgentReply
                 raise ExecutionTimeoutError("timeout")
             got = self.kernel.recv(min(0.2, deadline - now))
             if got is None or time.monotonic() - last_check > _ALIVE_CHECK_INTERVAL:
@@ -418,6 +450,10 @@ class GPUSession:
             channel, msg = got
             if channel == "stdin":
                 self._answer_input(msg)
+                continue
+            if channel == "shell" and reply_grace is not None and _parent(msg) in ours:
+                deadline = min(deadline, time.monotonic() + reply_grace)  # the agent answers right after
+                reply_grace = -1.0
                 continue
             if channel != "iopub":
                 continue
@@ -622,6 +658,10 @@ class GPUSession:
             "state": "busy" if self.busy else ("idle" if self.alive else "dead"),
             "bytes_sent": self.kernel.bytes_sent, "bytes_received": self.kernel.bytes_received,
         }
+
+
+class _NoAgentReply(Exception):
+    pass
 
 
 def _interrupted(result: StepResult, reply: dict | None) -> KeyboardInterrupt:

@@ -434,3 +434,13 @@ def test_registry_calls_in_a_gpu_cell_lose_no_output(ip, capsys):
     assert lines == [f"line {i}" for i in range(200)]
     (tracked,) = registry.search_runs(filter="name = 'printing'")
     assert len(tracked.params) == 200 and tracked.params["p199"] == "199"
+
+
+def test_cells_with_top_level_await_run_and_sync(ip):
+    run(ip, "base = [1]")
+    run(ip, "%%gpu\nimport asyncio\nawait asyncio.sleep(0.1)\nbase.append(2)\nafter_await = 'done'")
+    assert ip.user_ns["after_await"] == "done" and ip.user_ns["base"] == [1, 2]
+    with pytest.raises(RemoteExecutionError, match="inside"):
+        run(ip, "%%gpu\nbase.append(3)\nawait asyncio.sleep(0)\nraise ValueError('inside')")
+    run(ip, "%%gpu\nn = len(base)")
+    assert ip.user_ns["n"] == 2 and ip.user_ns["base"] == [1, 2]
