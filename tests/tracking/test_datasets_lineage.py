@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from podstack_jupyter.errors import InvalidArgumentError, ModelNotFoundError, RunNotFoundError
-from podstack_jupyter.tracking import registry
+from podstack_jupyter import registry
 
 pd = pytest.importorskip("pandas")
 
