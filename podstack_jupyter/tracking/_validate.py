@@ -6,8 +6,9 @@ a database error half-way through (PostgreSQL refuses NUL characters and keys ov
 characters, neither database can encode a lone surrogate, integers past 64 bits overflow).
 
 ==================================  ===================================================
-names and keys                      text, 1 to 255 characters (experiments, runs, params,
-                                    tags, metrics, models, aliases, datasets)
+names                               text of 1 to 255 characters, not all blank
+                                    (experiments, runs, models, aliases, datasets)
+keys                                text of 1 to 255 characters (params, tags, metrics)
 param and tag values                text, at most 65,535 characters (other values are
                                     turned into text with ``str``)
 descriptions, code kept with a run  text, at most 16 MiB
@@ -25,7 +26,7 @@ import math
 
 from ..errors import InvalidArgumentError
 
-__all__ = ["MAX_NAME", "MAX_VALUE", "MAX_TEXT", "MAX_ID", "MIN_STEP", "MAX_STEP", "text", "name", "value_text",
+__all__ = ["MAX_NAME", "MAX_VALUE", "MAX_TEXT", "MAX_ID", "MIN_STEP", "MAX_STEP", "text", "name", "key", "value_text",
            "identifier", "number", "step", "string_dict", "optional_text"]
 
 MAX_NAME = 255
@@ -70,8 +71,16 @@ def _repr(value) -> str:
 
 
 def name(what: str, value) -> str:
-    """A name or key: non-empty text of at most 255 characters."""
+    """The name of a thing (experiment, run, model...): text of at most 255 characters, not all blank."""
     return text(what, value, MAX_NAME, empty=False)
+
+
+def key(what: str, value) -> str:
+    """A param, tag or metric key: text of 1 to 255 characters (a metric may be called ``" "``)."""
+    value = text(what, value, MAX_NAME)
+    if not value:
+        raise InvalidArgumentError(f"{what} must be non-empty text, got ''")
+    return value
 
 
 def optional_text(what: str, value, limit: int = MAX_TEXT) -> str | None:
@@ -91,8 +100,8 @@ def value_text(what: str, value, limit: int = MAX_VALUE) -> str:
         try:
             value = str(value)
         except Exception as exc:  # noqa: BLE001 - e.g. int -> str past Python's digit limit
-            raise InvalidArgumentError(f"{what}: its value cannot be turned into text ({type(exc).__name__}: {exc}); "
-                                       "log a shorter value") from None
+            raise InvalidArgumentError(f"{what} cannot be turned into text ({type(exc).__name__}: {exc}); "
+                                       "log it as text (or a shorter value)") from None
     return text(what, value, limit)
 
 
@@ -135,9 +144,9 @@ def string_dict(what: str, pairs, *, value_limit: int = MAX_VALUE) -> dict:
     if not isinstance(pairs, dict):
         raise InvalidArgumentError(f"{what} takes a dict of name -> value, got {type(pairs).__name__}")
     clean = {}
-    for key, value in pairs.items():
-        if not isinstance(key, str):
-            raise InvalidArgumentError(f"{what}: names are text, got {type(key).__name__} {_repr(key)}")
-        key = name(f"{what}: name", key)
-        clean[key] = value_text(f"{what}: value of {key!r}", value, value_limit)
+    for name_, value in pairs.items():
+        if not isinstance(name_, str):
+            raise InvalidArgumentError(f"{what}: names are text, got {type(name_).__name__} {_repr(name_)}")
+        name_ = key(f"{what}: name", name_)
+        clean[name_] = value_text(f"{what}: value of {name_!r}", value, value_limit)
     return clean

@@ -233,7 +233,7 @@ class TrackingClient:
 
     def delete_tag(self, run_id: str, key: str) -> None:
         """Remove a tag of a run (nothing happens if it has none by that name)."""
-        self.store.delete_tag(V.identifier("run_id", run_id), V.name("tag name", key))
+        self.store.delete_tag(V.identifier("run_id", run_id), V.key("tag name", key))
 
     # -- metrics -------------------------------------------------------------------------------
     def log_metrics(self, run_id: str, metrics: dict, step: int = 0, timestamp: float | None = None) -> None:
@@ -276,7 +276,7 @@ class TrackingClient:
     def get_metric_history(self, run_id: str, key: str) -> MetricHistory:
         """Every point of metric ``key`` of a run, ordered by step (``[]`` if it has none)."""
         run_id = V.identifier("run_id", run_id)
-        key = V.name("metric name", key)
+        key = V.key("metric name", key)
         self.get_run(run_id)
         return MetricHistory.from_packed(run_id, key, self.store.get_metric_history(run_id, key))
 
@@ -319,7 +319,7 @@ class TrackingClient:
         if metric_keys is not None:
             if isinstance(metric_keys, str) or not isinstance(metric_keys, (list, tuple)):
                 raise InvalidArgumentError(f"metric_keys must be a list of metric names, got {metric_keys!r}")
-            metric_keys = [V.name("metric name", k) for k in metric_keys]
+            metric_keys = [V.key("metric name", k) for k in metric_keys]
         rows = []
         for r in self.get_runs(run_ids):
             keys = metric_keys if metric_keys is not None else sorted(r["metrics"])

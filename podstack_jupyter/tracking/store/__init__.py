@@ -45,6 +45,7 @@ _lock = threading.Lock()
 _override: Store | None = None
 _opened: Store | None = None
 _opened_url: str | None = None
+_opened_for = None  # the Settings object _opened was opened for (settings are cached until they change)
 
 
 def __getattr__(name):
@@ -138,7 +139,7 @@ def check_settings(settings, given=frozenset()) -> None:
 def current_store() -> Store:
     """The store in use: ``use_store()``'s, else the store of ``settings().tracking_url``
     (opened on first use, and reopened when that URL changes)."""
-    global _opened, _opened_url
+    global _opened, _opened_url, _opened_for
     override = _override
     if override is not None:
         return override
@@ -147,6 +148,9 @@ def current_store() -> Store:
     from ...config import settings
 
     resolved = settings()
+    opened = _opened
+    if opened is not None and resolved is _opened_for:
+        return opened
     url = resolved.tracking_url
     with _lock:
         if _opened is None or _opened_url != url:
@@ -156,6 +160,7 @@ def current_store() -> Store:
             if _opened is not None:
                 _opened.close()
             _opened, _opened_url = store, url
+        _opened_for = resolved
         return _opened
 
 
@@ -186,8 +191,8 @@ def use_store(store: Store | None) -> None:
 
 def reset_store() -> None:
     """Close the store opened from the settings; the next call opens it again."""
-    global _opened, _opened_url
+    global _opened, _opened_url, _opened_for
     with _lock:
         if _opened is not None:
             _opened.close()
-        _opened, _opened_url = None, None
+        _opened, _opened_url, _opened_for = None, None, None
