@@ -594,6 +594,7 @@ class SQLStore(Store):
         stmt = select(runs.c.id).select_from(runs)
         froms = runs
         conditions = []
+        filtered: dict = {}  # metric key -> the latest_metrics alias a filter joined (ordering reuses it)
         if query.get("experiment_ids"):
             conditions.append(runs.c.experiment_id.in_(list(query["experiment_ids"])))
         if query.get("statuses"):
@@ -601,8 +602,10 @@ class SQLStore(Store):
         for n, clause in enumerate(query.get("clauses") or ()):
             kind, key, op, value = clause["kind"], clause["key"], clause["op"], clause["value"]
             if kind == "metric":
-                lm = S.latest_metrics.alias(f"m{n}")
-                froms = froms.join(lm, sa.and_(lm.c.run_id == runs.c.id, lm.c.key == key))
+                lm = filtered.get(key)
+                if lm is None:
+                    lm = filtered[key] = S.latest_metrics.alias(f"m{n}")
+                    froms = froms.join(lm, sa.and_(lm.c.run_id == runs.c.id, lm.c.key == key))
                 conditions.append(self._compare(lm.c.value, op, value))
             elif kind == "param":
                 p = S.params.alias(f"p{n}")
@@ -635,8 +638,10 @@ class SQLStore(Store):
         for n, item in enumerate(query.get("order_by") or ()):
             kind, key, ascending = item["kind"], item["key"], item.get("ascending", True)
             if kind == "metric":
-                lm = S.latest_metrics.alias(f"om{n}")
-                froms = froms.outerjoin(lm, sa.and_(lm.c.run_id == runs.c.id, lm.c.key == key))
+                lm = filtered.get(key)
+                if lm is None:
+                    lm = S.latest_metrics.alias(f"om{n}")
+                    froms = froms.outerjoin(lm, sa.and_(lm.c.run_id == runs.c.id, lm.c.key == key))
                 columns = [lm.c.value]
             elif kind == "param":
                 p = S.params.alias(f"op{n}")
