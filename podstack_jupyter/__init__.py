@@ -42,6 +42,7 @@ _LAZY = {
     "run": ("podstack_jupyter.tracking", "run"),
     "model": ("podstack_jupyter.models", "model"),
     "config": ("podstack_jupyter.config", None),
+    "events": ("podstack_jupyter.events", None),
     "errors": ("podstack_jupyter.errors", None),
 }
 _ERRORS = (

@@ -295,6 +295,12 @@ class TrackingClient:
                 raise InvalidArgumentError(f"experiment_id must be an id or a list of ids, got {experiment_ids!r}")
             experiment_ids = [V.identifier("experiment_id", e.id if isinstance(e, Experiment) else e)
                               for e in experiment_ids]
+            for experiment_id in experiment_ids:  # an unknown id would find nothing without a word
+                if self.store.get_experiment(experiment_id) is None:
+                    named = self.store.get_experiment_by_name(experiment_id)
+                    hint = (f"; {experiment_id!r} is the name of experiment {named['id']!r}: pass its id "
+                            f"(registry.get_experiment_by_name({experiment_id!r}).id)") if named else ""
+                    raise ExperimentNotFoundError(f"search_runs: no experiment with id {experiment_id!r}{hint}")
         if statuses is not None:
             statuses = [statuses] if isinstance(statuses, str) else statuses
             if not isinstance(statuses, (list, tuple)):

@@ -176,3 +176,14 @@ def test_a_failing_subscriber_loses_no_point(caplog):
             registry.log_metric("loss", 0.5, step=3)
     assert [p.step for p in registry.get_metric_history(run.id, "loss")] == [3]
     assert "widget crashed" in caplog.text
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_points_logged_in_a_gpu_session_are_heard_in_the_notebook(store_url, ip, heard):
+    result = ip.run_cell("%%track --name remote\n%%gpu\nfrom podstack import registry\nfor step in range(3):\n"
+                         "    registry.log_metrics({'loss': 1.0 / (step + 1)}, step=step)")
+    assert result.error_in_exec is None and result.error_before_exec is None
+    (run,) = registry.search_runs(filter="name = 'remote'")
+    points = [(s, v) for t, d in heard if t == "metrics.logged" and d["run_id"] == run.id
+              for s, v in zip(d["steps"], d["values"])]
+    assert points == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
