@@ -7,7 +7,8 @@ or ``PODSTACK_HOME``).
 A setting is refused when nothing would use it, rather than accepted and ignored: each plane
 checks the settings it serves (entry points ``podstack.settings_checks``; the tracking plane
 refuses a store URL whose scheme no store serves, and ``api_key``/``project_id`` given for a
-store that has no use for them).
+store that has no use for them; the artifact plane an artifact root no repository serves).
+A check's ``ConfigurationError`` may carry ``setting``: the field it is about.
 
 Environment variables (each also a key of the config file, lower-case, without
 the ``PODSTACK_`` prefix):
@@ -233,10 +234,16 @@ def describe() -> str:
     from . import __version__
 
     s = settings()
+    problems = {}
+    for plane_check in _checks():
+        try:
+            plane_check(s, frozenset())
+        except ConfigurationError as exc:
+            problems.setdefault(getattr(exc, "setting", "tracking_url"), exc.message)
     store, artifacts = s.tracking_url, s.artifact_url
-    try:
-        check(s)
-    except ConfigurationError as exc:
-        store = f"none usable ({exc.message})"
+    if "tracking_url" in problems:
+        store = f"none usable ({problems['tracking_url']})"
+    if "artifact_root" in problems:
+        artifacts = f"none usable ({problems['artifact_root']})"
     return (f"podstack-jupyter {__version__}\nhome:      {s.home}\nbackend:   {s.backend}\n"
             f"store:     {store}\nartifacts: {artifacts}")

@@ -124,3 +124,18 @@ def test_import_is_lazy():
     code = "import sys, podstack; print(sorted(m for m in ('sqlalchemy', 'jupyter_client', 'cloudpickle') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_an_artifact_root_no_repository_serves_is_refused_and_never_shown_as_in_use(monkeypatch, tmp_path):
+    before = config.settings()
+    with pytest.raises(ConfigurationError, match="artifact_root s3://bucket/prefix cannot be used"):
+        podstack.init(artifact_root="s3://bucket/prefix")
+    assert config.settings() == before
+    podstack.init(artifact_root=f"file://{tmp_path / 'files'}")
+    assert config.settings().artifact_dir == tmp_path / "files"
+    config.reset()
+    monkeypatch.setenv("PODSTACK_ARTIFACT_ROOT", "gs://elsewhere")
+    config.reset()
+    lines = dict(line.split(":", 1) for line in config.describe().splitlines()[1:])
+    assert lines["artifacts"].strip().startswith("none usable (artifact_root gs://elsewhere cannot be used")
+    assert lines["store"].strip().startswith("sqlite:///")

@@ -32,7 +32,7 @@ from ._base import PROGRESS_BYTES, ArtifactStore
 from ._local import LocalArtifactStore
 
 __all__ = ["ArtifactStore", "LocalArtifactStore", "open_store", "open_repository", "register_repository",
-           "repository_schemes", "PROGRESS_BYTES"]
+           "repository_schemes", "check_settings", "PROGRESS_BYTES"]
 
 # scheme -> ArtifactStore class or factory taking the URL, or "module:attribute" naming one
 _REPOSITORIES: dict[str, object] = {}
@@ -66,6 +66,20 @@ def repository_schemes() -> list[str]:
     return sorted(_REPOSITORIES)
 
 
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else "file"
+
+
+def check_settings(settings, given=frozenset()) -> None:
+    """The artifact plane's settings check (entry point ``podstack.settings_checks``): the artifact
+    root must be a folder or a URL whose scheme a repository serves here."""
+    scheme = _scheme(settings.artifact_url)
+    if scheme not in _REPOSITORIES:
+        raise ConfigurationError(f"artifact_root {settings.artifact_url} cannot be used: no artifact store serves "
+                                 f"{scheme}:// URLs here; use a folder or one of "
+                                 f"{[s + '://' for s in repository_schemes()]}", setting="artifact_root")
+
+
 def open_repository(url) -> ArtifactStore:
     """A new artifact store for ``url``: a folder path, or a URL whose scheme is registered."""
     import os
@@ -73,7 +87,7 @@ def open_repository(url) -> ArtifactStore:
     if not isinstance(url, (str, os.PathLike)):
         raise ConfigurationError(f"artifact root must be a folder or a URL, got {type(url).__name__}")
     url = os.fspath(url)
-    scheme = url.split("://", 1)[0].lower() if "://" in url else "file"
+    scheme = _scheme(url)
     target = _REPOSITORIES.get(scheme)
     if target is None:
         raise ConfigurationError(f"no artifact store serves {scheme}:// URLs here ({url}); "
