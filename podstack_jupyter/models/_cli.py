@@ -12,7 +12,7 @@ table, and prints JSON with ``--json``.
 
 from __future__ import annotations
 
-from ..tracking._cli import add_store_option, client_for, table, to_json
+from ..tracking._cli import arg, client_for, command_group, table, to_json
 
 __all__ = ["add_parser"]
 
@@ -75,18 +75,9 @@ def _models_lineage(args):
 
 def add_parser(subparsers) -> None:
     """``podstack models``."""
-    models = subparsers.add_parser("models", help="list and inspect registered models",
-                                   description="List and inspect the model registry.")
-    commands = models.add_subparsers(title="commands", metavar="COMMAND")
-    listing = commands.add_parser("list", help="registered models, by name")
-    add_store_option(listing)
-    listing.set_defaults(func=_models_list)
-    show = commands.add_parser("show", help="one model: its versions, stages and aliases")
-    show.add_argument("name", metavar="NAME", help="model name (or id)")
-    add_store_option(show)
-    show.set_defaults(func=_models_show)
-    lineage = commands.add_parser("lineage", help="which datasets trained each version, via which run")
-    lineage.add_argument("name", metavar="NAME", help="model name (or id)")
-    add_store_option(lineage)
-    lineage.set_defaults(func=_models_lineage)
-    models.set_defaults(func=lambda args: models.print_help() or 2)
+    command = command_group(subparsers, "models", "list and inspect registered models",
+                            "List and inspect the model registry.")
+    name = arg("name", metavar="NAME", help="model name (or id)")
+    command("list", "registered models, by name", _models_list)
+    command("show", "one model: its versions, stages and aliases", _models_show, name)
+    command("lineage", "which datasets trained each version, via which run", _models_lineage, name)

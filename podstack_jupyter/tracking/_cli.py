@@ -22,7 +22,8 @@ import json
 import math
 import time
 
-__all__ = ["add_parser", "add_store_option", "client_for", "table", "when", "duration", "to_json", "resolve_run"]
+__all__ = ["add_parser", "command_group", "arg", "add_store_option", "client_for", "table", "when", "duration",
+           "to_json", "resolve_run"]
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -245,57 +246,50 @@ def _experiments_list(args):
     return 0
 
 
+def command_group(subparsers, name: str, help: str, description: str):
+    """``podstack NAME`` with subcommands (printing its help when given none); returns their parser maker."""
+    group = subparsers.add_parser(name, help=help, description=description)
+    commands = group.add_subparsers(title="commands", metavar="COMMAND")
+    group.set_defaults(func=lambda args: group.print_help() or 2)
+
+    def command(command_name: str, command_help: str, func, *arguments):
+        """A subcommand: ``arguments`` are ``(args, kwargs)`` of ``add_argument``; ``--store``/``--json`` added."""
+        parser = commands.add_parser(command_name, help=command_help)
+        for args, kwargs in arguments:
+            parser.add_argument(*args, **kwargs)
+        add_store_option(parser)
+        parser.set_defaults(func=func)
+        return parser
+
+    return command
+
+
+def arg(*args, **kwargs) -> tuple:
+    return args, kwargs
+
+
+_RUN_ID = arg("run_id", metavar="RUN_ID", help="a run id (or the start of one)")
+
+
 def add_parser(subparsers) -> None:
     """``podstack runs`` and ``podstack experiments``."""
-    runs = subparsers.add_parser("runs", help="list and inspect tracked runs",
-                                 description="List and inspect the runs of the tracking store.")
-    commands = runs.add_subparsers(title="commands", metavar="COMMAND")
+    command = command_group(subparsers, "runs", "list and inspect tracked runs",
+                            "List and inspect the runs of the tracking store.")
+    command("list", "runs, newest first", _runs_list,
+            arg("--experiment", metavar="NAME_OR_ID", help="only runs of this experiment"),
+            arg("--status", choices=["running", "completed", "failed", "killed"], help="only runs in this status"),
+            arg("--filter", metavar="TEXT", help='e.g. "metrics.accuracy > 0.9 and params.lr < 0.01"'),
+            arg("--order-by", metavar="KEY", help='e.g. "metrics.accuracy DESC" (default: newest first)'),
+            arg("--max", type=int, default=50, metavar="N", help="at most N runs (default 50)"))
+    command("show", "one run: params, metrics, tags, datasets, artifacts", _runs_show, _RUN_ID)
+    command("history", "every point of one metric of a run", _runs_history, _RUN_ID, arg("metric", metavar="METRIC"))
+    command("compare", "runs side by side: latest metrics and params", _runs_compare,
+            arg("run_ids", metavar="RUN_ID", nargs="+"), arg("--metrics", metavar="A,B", help="only these metrics"))
+    command("artifacts", "the artifact files of a run", _runs_artifacts, _RUN_ID,
+            arg("--path", metavar="DIR", help="only under this artifact folder"))
+    command("download", "copy an artifact file or folder of a run here", _runs_download, _RUN_ID,
+            arg("artifact_path", metavar="ARTIFACT_PATH"),
+            arg("dest", metavar="DEST", nargs="?", default=".", help="folder to copy into (default: .)"))
 
-    listing = commands.add_parser("list", help="runs, newest first")
-    listing.add_argument("--experiment", metavar="NAME_OR_ID", help="only runs of this experiment")
-    listing.add_argument("--status", choices=["running", "completed", "failed", "killed"], help="only runs in this status")
-    listing.add_argument("--filter", metavar="TEXT", help="e.g. \"metrics.accuracy > 0.9 and params.lr < 0.01\"")
-    listing.add_argument("--order-by", metavar="KEY", help='e.g. "metrics.accuracy DESC" (default: newest first)')
-    listing.add_argument("--max", type=int, default=50, metavar="N", help="at most N runs (default 50)")
-    add_store_option(listing)
-    listing.set_defaults(func=_runs_list)
-
-    show = commands.add_parser("show", help="one run: params, metrics, tags, datasets, artifacts")
-    show.add_argument("run_id", metavar="RUN_ID", help="a run id (or the start of one)")
-    add_store_option(show)
-    show.set_defaults(func=_runs_show)
-
-    history = commands.add_parser("history", help="every point of one metric of a run")
-    history.add_argument("run_id", metavar="RUN_ID")
-    history.add_argument("metric", metavar="METRIC")
-    add_store_option(history)
-    history.set_defaults(func=_runs_history)
-
-    compare = commands.add_parser("compare", help="runs side by side: latest metrics and params")
-    compare.add_argument("run_ids", metavar="RUN_ID", nargs="+")
-    compare.add_argument("--metrics", metavar="A,B", help="only these metrics")
-    add_store_option(compare)
-    compare.set_defaults(func=_runs_compare)
-
-    artifacts = commands.add_parser("artifacts", help="the artifact files of a run")
-    artifacts.add_argument("run_id", metavar="RUN_ID")
-    artifacts.add_argument("--path", metavar="DIR", help="only under this artifact folder")
-    add_store_option(artifacts)
-    artifacts.set_defaults(func=_runs_artifacts)
-
-    download = commands.add_parser("download", help="copy an artifact file or folder of a run here")
-    download.add_argument("run_id", metavar="RUN_ID")
-    download.add_argument("artifact_path", metavar="ARTIFACT_PATH")
-    download.add_argument("dest", metavar="DEST", nargs="?", default=".", help="folder to copy into (default: .)")
-    add_store_option(download)
-    download.set_defaults(func=_runs_download)
-
-    runs.set_defaults(func=lambda args: runs.print_help() or 2)
-
-    experiments = subparsers.add_parser("experiments", help="list experiments",
-                                        description="The experiments of the tracking store.")
-    commands = experiments.add_subparsers(title="commands", metavar="COMMAND")
-    listing = commands.add_parser("list", help="every experiment, oldest first")
-    add_store_option(listing)
-    listing.set_defaults(func=_experiments_list)
-    experiments.set_defaults(func=lambda args: experiments.print_help() or 2)
+    command = command_group(subparsers, "experiments", "list experiments", "The experiments of the tracking store.")
+    command("list", "every experiment, oldest first", _experiments_list)
