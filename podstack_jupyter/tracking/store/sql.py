@@ -220,9 +220,17 @@ def _is_lock_error(exc: BaseException) -> bool:
     return "database is locked" in text or "database table is locked" in text or "database is busy" in text
 
 
+def _from_the_database(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database driver's (SQLAlchemy's, sqlite3's, psycopg's), not this code's."""
+    import sqlite3
+
+    return isinstance(exc, (sa.exc.SQLAlchemyError, sqlite3.Error)) or type(exc).__module__.startswith("psycopg")
+
+
 def _guarded(method):
     """Run a store call as one attempt after another while the database is locked by another
-    process (up to ``lock_timeout``), and turn the database's own errors into ``StoreError``."""
+    process (up to ``lock_timeout``), and turn the database's own errors into ``StoreError``
+    (errors of this code itself stay what they are)."""
 
     @functools.wraps(method)
     def call(self, *args, **kwargs):
@@ -230,9 +238,9 @@ def _guarded(method):
         while True:
             try:
                 return method(self, *args, **kwargs)
-            except PodstackError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - every driver error becomes one the user can act on
+            except Exception as exc:
+                if not _from_the_database(exc):
+                    raise
                 if not _is_lock_error(exc):
                     raise self._store_error(method.__name__, exc) from exc
                 now = time.monotonic()
@@ -248,6 +256,10 @@ def _guarded(method):
                             "(%s, up to %.0f s in all)", self._safe_url(), method.__name__, self.lock_timeout)
 
     return call
+
+
+def _open_schema(store) -> None:
+    upgrade(store._engine)
 
 
 class SQLStore(Store):
@@ -269,10 +281,11 @@ class SQLStore(Store):
         self._checkpointer: _Checkpointer | None = None
         self._ph = "?" if self._engine.dialect.paramstyle == "qmark" else "%s"
         try:
-            _guarded(lambda _self: upgrade(self._engine))(self)
+            _guarded(_open_schema)(self)
         except PodstackError as exc:
             self._engine.dispose()
-            raise ConfigurationError(f"cannot open tracking store {self._safe_url()}: {exc.message}") from None
+            reason = exc.message.partition(": ")[2] or exc.message  # without the "_open_schema:" of the call
+            raise ConfigurationError(f"cannot open tracking store {self._safe_url()}: {reason}") from None
         self._latest_sql = self._sql(
             'INSERT INTO latest_metrics (run_id, key, value, step, "timestamp") VALUES (?, ?, ?, ?, ?) '
             'ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, step = excluded.step, '
