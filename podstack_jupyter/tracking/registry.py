@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 DEFAULT_EXPERIMENT = "Default"
+_MIN_STEP, _MAX_STEP = V.MIN_STEP, V.MAX_STEP  # bound here: log_metrics reads them on every call
 
 _experiment_name: str | None = None          # set_experiment()'s choice
 _experiment_cache: tuple | None = None        # (store, Experiment) it resolved to
@@ -266,7 +267,7 @@ def log_metrics(metrics: dict, step: int | None = None, *, run_id: str | None = 
         run_id = _target_run(run_id, "log_metrics")
         run = active_runs.find(run_id)
     clean = clean_metrics(metrics)
-    if step is not None and (type(step) is not int or not V.MIN_STEP <= step <= V.MAX_STEP):
+    if step is not None and (type(step) is not int or not _MIN_STEP <= step <= _MAX_STEP):
         step = V.step("log_metrics: step", step)
     metric_buffer.add(run_id, clean, step, time.time())
     if run is not None:
