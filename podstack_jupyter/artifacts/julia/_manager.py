@@ -47,11 +47,17 @@ class ArtifactManager:
         self._lock = threading.Lock()
         self._stamp = None
         self._entries: dict[str, list[ArtifactEntry]] = {}
-        self.artifacts: dict[str, ArtifactEntry] = {}
+        self._chosen: dict[str, ArtifactEntry] = {}
         self._reload()
 
     def __repr__(self):
-        return f"ArtifactManager({str(self.toml_path)!r}, {len(self.artifacts)} artifacts for {self.platform.triplet()})"
+        return f"ArtifactManager({str(self.toml_path)!r}, {len(self._chosen)} artifacts for {self.platform.triplet()})"
+
+    @property
+    def artifacts(self) -> dict[str, ArtifactEntry]:
+        """Name -> the entry chosen for this platform (the file is read again if it changed)."""
+        self._reload()
+        return dict(self._chosen)
 
     @property
     def cache_dir(self) -> Path:
@@ -75,14 +81,14 @@ class ArtifactManager:
                     best = select_platform([(v.platform, v) for v in variants], self.platform)
                     if best is not None:
                         chosen[name] = best
-            self._entries, self.artifacts, self._stamp = entries, chosen, stamp
+            self._entries, self._chosen, self._stamp = entries, chosen, stamp
 
     def entry(self, name: str) -> ArtifactEntry:
         """The entry for ``name`` on this manager's platform; ``ArtifactNotFoundError`` names what exists."""
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"an artifact name must be a non-empty string, got {name!r}")
         self._reload()
-        found = self.artifacts.get(name)
+        found = self._chosen.get(name)
         if found is not None:
             return found
         variants = self._entries.get(name)
@@ -95,7 +101,7 @@ class ArtifactManager:
 
     def __contains__(self, name) -> bool:
         self._reload()
-        return name in self.artifacts
+        return name in self._chosen
 
     def __getitem__(self, name: str) -> Path:
         return self.get_path(name)
@@ -117,19 +123,17 @@ class ArtifactManager:
     def exists(self, name: str) -> bool:
         """Whether the artifact is installed (``False`` for a name the file does not hold)."""
         self._reload()
-        entry = self.artifacts.get(name)
+        entry = self._chosen.get(name)
         return entry is not None and _install.is_installed(entry.git_tree_sha1, self.cache_dir)
 
     def ensure_installed(self, include_lazy: bool = False) -> dict[str, Path]:
         """Install every artifact of the file for this platform, except ``lazy = true`` ones unless
         ``include_lazy`` (what Julia's ``Pkg.instantiate`` does); returns name -> folder."""
-        self._reload()
         return {name: self.get_path(name) for name, entry in sorted(self.artifacts.items())
                 if include_lazy or not entry.lazy}
 
     def clear(self, name: str | None = None) -> list[str]:
         """Remove the installed copy of ``name`` (or of every artifact of this file); returns the names removed."""
-        self._reload()
         names = [name] if name is not None else sorted(self.artifacts)
         removed = []
         for n in names:

@@ -263,8 +263,7 @@ def _caller_folder() -> Path:
         while frame is not None:
             filename = frame.f_code.co_filename
             module_name = frame.f_globals.get("__name__", "__main__")
-            if (not os.path.abspath(filename).startswith(here + os.sep) and not filename.startswith("<")
-                    and not module_name.startswith(_MACHINERY)):
+            if not os.path.abspath(filename).startswith(here + os.sep) and not module_name.startswith(_MACHINERY):
                 module_file = frame.f_globals.get("__file__")
                 if module_name != "__main__" and module_file and os.path.isfile(module_file):
                     return Path(module_file).resolve().parent
