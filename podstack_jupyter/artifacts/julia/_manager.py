@@ -183,12 +183,12 @@ def artifact(name: str, toml_path=None, verbose: bool = False, platform=None) ->
     if not isinstance(name, str) or not name.strip("/"):
         raise InvalidArgumentError(f"artifact: name must be a non-empty string, got {name!r}")
     base, _, inner = name.strip("/").partition("/")
+    if ".." in inner.split("/"):
+        raise InvalidArgumentError(f"artifact: {name!r} leaves the artifact's folder")
     folder = load_artifacts(toml_path, verbose=verbose, platform=platform).get_path(base)
     if not inner:
         return folder
     target = folder.joinpath(*[p for p in inner.split("/") if p])
-    if ".." in inner.split("/"):
-        raise InvalidArgumentError(f"artifact: {name!r} leaves the artifact's folder")
     if not os.path.lexists(target):
         raise ArtifactNotFoundError(f"artifact {base!r} has no {inner!r} (in {folder})")
     return target
