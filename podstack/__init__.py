@@ -1,8 +1,9 @@
 """``import podstack`` / ``%load_ext podstack``: a thin alias of :mod:`podstack_jupyter`.
 
 ``podstack.X`` is the very module ``podstack_jupyter.X`` (``import podstack.registry``,
-``from podstack.registry import log_metrics``): without the finder below, Python would load a
-second copy of the file under the alias name, with state of its own (settings, active runs).
+``from podstack.registry import log_metrics``, ``import podstack.artifacts``): without the finder
+below, Python would load a second copy of the file under the alias name, with state of its own
+(settings, active runs) and exception classes of its own.
 """
 import importlib
 import importlib.abc

@@ -21,6 +21,7 @@ COMMANDS = [
     __name__,  # podstack info
     "podstack_jupyter.tracking._cli",  # podstack runs, podstack experiments
     "podstack_jupyter.models._cli",  # podstack models
+    "podstack_jupyter.artifacts._cli",  # podstack artifacts
 ]
 
 

@@ -8,12 +8,12 @@ def test_podstack_public_names():
     assert sorted(podstack.__all__) == sorted([
         "init", "load_ipython_extension", "unload_ipython_extension", "__version__",
         "gpu", "run_on_gpu", "GPURunResult", "sessions", "Client", "registry", "experiment", "run", "model",
-        "config", "events", "errors",
+        "artifacts", "config", "events", "errors",
         "PodstackError", "ConfigurationError", "AuthenticationError", "RateLimitError", "GPUNotAvailableError",
         "EnvironmentBuildError", "SerializationError", "ExecutionTimeoutError", "RemoteExecutionError",
         "SessionDiedError", "CellSyntaxError", "StoreError", "InvalidArgumentError", "NotFoundError",
         "ExperimentNotFoundError", "RunNotFoundError", "ModelNotFoundError", "ArtifactNotFoundError",
-        "ArtifactIntegrityError"])
+        "ArtifactIntegrityError", "TreeHashMismatchError", "UnsafeArchiveError", "ArtifactInstallError"])
     for name in podstack.__all__:
         assert getattr(podstack, name) is not None
 

@@ -11,14 +11,17 @@ equal files are stored once::
 artifact root's URL (``PODSTACK_ARTIFACT_ROOT``, default ``<podstack home>/artifacts``)
 through a small registry of URL schemes:
 
-=========================  ======================================================
-a folder path              :class:`LocalArtifactStore`
+==========================  ======================================================
+a folder path               :class:`LocalArtifactStore`
 ``file:///path/to/folder``  :class:`LocalArtifactStore`
-=========================  ======================================================
+==========================  ======================================================
 
 A new backend is one module and one entry:
 ``register_repository("s3", "podstack_jupyter.artifacts._s3:S3ArtifactStore")``;
 its class is called with the URL.
+
+Julia-compatible ``Artifacts.toml`` (``artifact``, ``create_artifact``, ``bind_artifact``,
+``compute_git_tree_sha1``, ...) lives in ``artifacts.julia``; its names are also here.
 """
 
 from __future__ import annotations
@@ -36,6 +39,21 @@ __all__ = ["ArtifactStore", "LocalArtifactStore", "open_store", "open_repository
 
 # scheme -> ArtifactStore class or factory taking the URL, or "module:attribute" naming one
 _REPOSITORIES: dict[str, object] = {}
+
+# Artifacts.toml support, imported on first use (keeps `import podstack` fast)
+from ._julia_names import JULIA_NAMES as _JULIA_NAMES  # noqa: E402
+
+__all__ += _JULIA_NAMES
+
+
+def __getattr__(name: str):
+    if name in _JULIA_NAMES:
+        from . import julia
+
+        return getattr(julia, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _stores: dict[str, ArtifactStore] = {}
 _lock = threading.Lock()
 
