@@ -100,8 +100,7 @@ class ModelRegistryClient:
         the run that produced it; ``source``: the model's folder among that run's artifacts."""
         model = self._record(name_or_id)
         if run_id is not None:
-            run_id = V.identifier("run_id", run_id)
-            self.tracking.get_run(run_id)
+            self.tracking.require_run(V.identifier("run_id", run_id))
         if source is not None:
             if run_id is None:
                 raise InvalidArgumentError("a model version's source is an artifact path of its run: give run_id= too")
@@ -231,7 +230,7 @@ class ModelRegistryClient:
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidArgumentError(f"log_model: metadata must be a dict, got {type(metadata).__name__}")
         params = V.string_dict("log_model: metadata", metadata or {})
-        self.tracking.get_run(run_id)  # before serializing anything
+        self.tracking.require_run(run_id)  # before serializing anything
         with tempfile.TemporaryDirectory(prefix="podstack-model-") as tmp:
             folder = Path(tmp) / "model"
             folder.mkdir()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import events
 
-__all__ = ["publish_points"]
+__all__ = ["publish_points", "publish_series"]
 
 TOPIC = "metrics.logged"
 
@@ -25,3 +25,13 @@ def publish_points(points) -> None:
         group[2].append(timestamp)
     for (run_id, key), (steps, values, stamps) in groups.items():
         events.publish(TOPIC, run_id=run_id, key=key, steps=steps, values=values, timestamps=stamps)
+
+
+def publish_series(series) -> None:
+    """The same for points written per metric, ``(run_id, key, steps, values, timestamps)``."""
+    if not events.has_subscribers(TOPIC):
+        return
+    for run_id, key, steps, values, stamps in series:
+        if steps:
+            events.publish(TOPIC, run_id=run_id, key=key, steps=list(steps), values=list(values),
+                           timestamps=list(stamps))

@@ -147,10 +147,12 @@ class TrackingClient:
 
     # -- runs ----------------------------------------------------------------------------------
     def create_run(self, experiment_id: str, name: str | None = None, *, parent_run_id: str | None = None,
-                   tags: dict | None = None, source: str | None = None, gpu: dict | None = None) -> dict:
+                   tags: dict | None = None, source: str | None = None, gpu: dict | None = None,
+                   run_id: str | None = None) -> dict:
         """Start a run in ``experiment_id`` (``running``, started now); returns its record.
         ``name`` defaults to ``run-<first 8 characters of its id>``; ``parent_run_id`` makes it
-        a child run; ``source`` is code to keep with it; ``gpu`` describes where it ran."""
+        a child run; ``source`` is code to keep with it; ``gpu`` describes where it ran;
+        ``run_id`` is the new run's id when the caller must know it first (default: ``new_id()``)."""
         experiment_id = V.identifier("experiment_id", experiment_id)
         if name is not None:
             name = V.name("run name", name)
@@ -160,7 +162,10 @@ class TrackingClient:
         source = V.optional_text("source", source)
         if gpu is not None and not isinstance(gpu, dict):
             raise InvalidArgumentError(f"gpu must be a dict describing the GPUs, got {type(gpu).__name__}")
-        run_id = new_id()
+        if run_id is None:
+            run_id = new_id()
+        elif len(V.identifier("run_id", run_id)) > 36:  # ids are stored in 36 characters (a uuid's)
+            raise InvalidArgumentError(f"a new run's id has at most 36 characters (a uuid), got {run_id!r}")
         record = {"id": run_id, "experiment_id": experiment_id, "name": name or f"run-{run_id[:8]}",
                   "parent_run_id": parent_run_id, "status": "running", "start_time": time.time(), "end_time": None,
                   "source": source, "gpu": gpu, "tags": clean_tags}
@@ -201,6 +206,11 @@ class TrackingClient:
         if record is None:
             raise RunNotFoundError(f"no run with id {run_id!r}")
         return record
+
+    def require_run(self, run_id: str) -> None:
+        """``RunNotFoundError`` unless a run with this id exists (a cheap check for callers that write)."""
+        if not self.store.has_run(run_id):
+            raise RunNotFoundError(f"no run with id {run_id!r}")
 
     def get_runs(self, run_ids) -> list[dict]:
         """The run records of ``run_ids``, in that order (``RunNotFoundError`` naming any missing)."""
@@ -268,7 +278,8 @@ class TrackingClient:
             clean.append((run_id, key, value, V.step("step", step), self._timestamp(stamp)))
         if not clean:
             return 0
-        self.get_runs(sorted(runs))
+        for run_id in sorted(runs):
+            self.require_run(run_id)
         self.store.log_metrics(clean)
         publish_points(clean)
         return len(clean)
@@ -277,7 +288,7 @@ class TrackingClient:
         """Every point of metric ``key`` of a run, ordered by step (``[]`` if it has none)."""
         run_id = V.identifier("run_id", run_id)
         key = V.key("metric name", key)
-        self.get_run(run_id)
+        self.require_run(run_id)
         return MetricHistory.from_packed(run_id, key, self.store.get_metric_history(run_id, key))
 
     # -- search --------------------------------------------------------------------------------
@@ -349,7 +360,7 @@ class TrackingClient:
     def get_run_datasets(self, run_id: str) -> list[Dataset]:
         """The datasets logged to a run, in the order they were logged (each with its ``context``)."""
         run_id = V.identifier("run_id", run_id)
-        self.get_run(run_id)
+        self.require_run(run_id)
         return [Dataset.from_record(r) for r in self.store.get_run_datasets(run_id)]
 
     # -- artifacts -----------------------------------------------------------------------------
@@ -381,7 +392,7 @@ class TrackingClient:
                       else p.relative_to(source).as_posix()) for p in sorted(source.rglob("*")) if p.is_file()]
         for _, destination in files:
             clean_artifact_path(destination, "artifact path")
-        self.get_run(run_id)  # before uploading anything
+        self.require_run(run_id)  # before uploading anything
         blobs = self.artifacts
         bar = _progress(sum(p.stat().st_size for p, _ in files), f"uploading {len(files)} artifact file(s)")
         entries = []
@@ -400,7 +411,7 @@ class TrackingClient:
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[dict]:
         """The artifacts of a run (under ``path`` if given), as ``artifact_entry`` dicts."""
         run_id = V.identifier("run_id", run_id)
-        self.get_run(run_id)
+        self.require_run(run_id)
         entries = self.store.list_artifacts(run_id)
         if path is not None:
             prefix = clean_artifact_path(path, "path")
@@ -412,7 +423,7 @@ class TrackingClient:
         (``ArtifactNotFoundError`` if none)."""
         run_id = V.identifier("run_id", run_id)
         wanted = clean_artifact_path(artifact_path)
-        self.get_run(run_id)
+        self.require_run(run_id)
         entries = self.store.list_artifacts(run_id)
         exact = [e for e in entries if e["path"] == wanted]
         if exact:

@@ -187,3 +187,15 @@ def test_points_logged_in_a_gpu_session_are_heard_in_the_notebook(store_url, ip,
     points = [(s, v) for t, d in heard if t == "metrics.logged" and d["run_id"] == run.id
               for s, v in zip(d["steps"], d["values"])]
     assert points == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
+
+
+def test_a_run_can_be_created_with_an_id_the_caller_chose_first(client):
+    experiment = client.ensure_experiment("e")
+    chosen = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+    assert client.create_run(experiment.id, run_id=chosen)["id"] == chosen
+    assert client.get_run(chosen)["status"] == "running"
+    with pytest.raises(PodstackError):  # the same id twice: refused, the first run untouched
+        client.create_run(experiment.id, run_id=chosen, name="again")
+    assert client.get_run(chosen)["name"] == f"run-{chosen[:8]}"
+    with pytest.raises(InvalidArgumentError, match="at most 36 characters"):
+        client.create_run(experiment.id, run_id="x" * 40)
