@@ -282,3 +282,21 @@ def test_arbitrary_values_give_only_clear_errors_and_the_store_stays_consistent(
     for key, count in expected.points.items():
         history = registry.get_metric_history(run.id, key)
         assert len(history) == count and all(isinstance(p.value, float) or math.isnan(p.value) for p in history)
+
+
+def test_the_limits_are_the_same_on_every_store_at_their_edges():
+    key, value = "é" * 255, "🙂" * 65_535  # characters, not bytes, on both databases
+    with registry.start_run("edges") as run:
+        registry.log_params({key: value})
+        registry.set_tags({key: value})
+        registry.set_experiment("ε" * 255)
+        with pytest.raises(InvalidArgumentError, match="longer than 255 characters"):
+            registry.log_params({key + "é": 1})
+        with pytest.raises(InvalidArgumentError, match="longer than 65,535 characters"):
+            registry.set_tag("t", value + "🙂")
+        registry.log_metric("m", 1.0, step=2 ** 63 - 1)
+        registry.log_metric("m", -1.0, step=-2 ** 63)
+    stored = registry.get_run(run.id)
+    assert stored.params == {key: value} and stored.tags == {key: value}
+    assert [p.step for p in registry.get_metric_history(run.id, "m")] == [-2 ** 63, 2 ** 63 - 1]
+    assert registry.search_runs(params={key: value})[0].id == run.id
