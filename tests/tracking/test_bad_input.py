@@ -41,7 +41,7 @@ def a_file(tmp_path):
 
 @pytest.mark.parametrize("call, named", [
     (lambda: registry.log_param("p", 10 ** 5000), "value of 'p' cannot be turned into text"),
-    (lambda: registry.log_metric("loss", 1.0, step=2 ** 64 - 1), "step 18446744073709551615 is out of range"),
+    (lambda: registry.log_metric("loss", 1.0, step=2 ** 64 - 1), "step 18446744073709551615 is out"),
     (lambda: registry.log_param("\ud800", 1), "lone surrogate"),
     (lambda: registry.log_param("lr", "0.1\ud800"), "lone surrogate"),
     (lambda: registry.set_tag("t", "a\x00b"), "NUL character"),
