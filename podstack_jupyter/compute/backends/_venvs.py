@@ -116,9 +116,15 @@ def ensure_environment(spec: GPUSpec, progress: Callable[[str], None], check: Ca
     return str(_python_in(target)), False
 
 
+def find_uv() -> str | None:
+    """uv beside this interpreter (installed in the notebook's virtualenv, activated or not), else on PATH."""
+    beside = Path(sys.executable).with_name("uv.exe" if os.name == "nt" else "uv")
+    return str(beside) if beside.is_file() else shutil.which("uv")
+
+
 def _build(spec: GPUSpec, target: Path, progress: Callable[[str], None]) -> None:
     # Built in place (not renamed into place), so the scripts that packages install keep working shebangs.
-    uv = shutil.which("uv") if spec.use_uv else None
+    uv = find_uv() if spec.use_uv else None
     pip_here = importlib.util.find_spec("pip") is not None
     what = " ".join(spec.packages) + (f" -r {spec.requirements}" if spec.requirements else "")
     progress(f"[podstack] building environment {target.name} with {'uv' if uv else 'pip'}: {what.strip()}")

@@ -7,12 +7,24 @@ kernel's process control: how to interrupt it, tell it is alive, say why it died
 
 from __future__ import annotations
 
+import uuid
+
 import zmq
+from jupyter_client.connect import ConnectionFileMixin
 from jupyter_client.session import Session
 
 from ._base import Connection
 
-__all__ = ["ZMQConnection"]
+__all__ = ["ZMQConnection", "connect_sockets"]
+
+
+def connect_sockets(kernel: ConnectionFileMixin) -> dict[str, zmq.Socket]:
+    """Open the four channels to ``kernel`` (a KernelManager, or any holder of connection info).
+    shell and stdin share one identity: the kernel's ``input_request`` (``input()``, agent calls)
+    is routed to the stdin socket of the client whose shell request is running."""
+    identity = uuid.uuid4().hex.encode()
+    return {"shell": kernel.connect_shell(identity=identity), "stdin": kernel.connect_stdin(identity=identity),
+            "iopub": kernel.connect_iopub(), "control": kernel.connect_control()}
 
 
 class ZMQConnection(Connection):
@@ -30,6 +42,14 @@ class ZMQConnection(Connection):
         for name in ("iopub", "shell", "stdin"):
             self.poller.register(sockets[name], zmq.POLLIN)
         self._by_socket = {sock: name for name, sock in sockets.items()}
+
+    @classmethod
+    def from_connection_info(cls, info: dict, **kwargs) -> "ZMQConnection":
+        """Connect to a kernel described by its connection info (``ip``, ``transport``, the five ports,
+        ``key``, ``signature_scheme``), e.g. one a remote node started; ``kwargs`` go to the subclass."""
+        holder = ConnectionFileMixin(context=zmq.Context.instance())
+        holder.load_connection_info(info)
+        return cls(holder.session, connect_sockets(holder), **kwargs)
 
     def send(self, channel: str, msg_type: str, content: dict, metadata: dict | None = None,
              buffers: list | None = None, parent: dict | None = None) -> str:

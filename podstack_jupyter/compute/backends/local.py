@@ -29,7 +29,7 @@ from ...errors import ConfigurationError, EnvironmentBuildError, GPUNotAvailable
 from ..spec import GPUSpec, gpu_type_from_device_name, normalize_gpu_type
 from ._base import Allocation, Backend, Environment, Progress, kernel_environ
 from ._venvs import ensure_environment
-from ._zmq import ZMQConnection
+from ._zmq import ZMQConnection, connect_sockets
 
 
 def _nvml_devices() -> list[dict]:
@@ -221,10 +221,7 @@ class LocalKernel(ZMQConnection):
         self.km = km
         self.connection_file = km.connection_file
         self._console = console
-        identity = uuid.uuid4().hex.encode()
-        sockets = {"shell": km.connect_shell(identity=identity), "stdin": km.connect_stdin(identity=identity),
-                   "iopub": km.connect_iopub(), "control": km.connect_control()}
-        super().__init__(km.session, sockets)
+        super().__init__(km.session, connect_sockets(km))
 
     def interrupt(self) -> None:
         if self.km.is_alive():
