@@ -126,7 +126,7 @@ class GPUSession:
         self.kernel: Connection | None = None  # the connection to the remote kernel, once started
         self.started_at = time.time()
         self.last_active = time.monotonic()
-        self.state = "starting"
+        self.state = "new"  # until open()
         self._dead_reason: str | None = None
         # name -> fingerprint (computed here) of the value the remote holds for that name
         self.remote_fingerprints: dict[str, str] = {}
@@ -553,7 +553,8 @@ class SessionManager:
                 session = self._sessions.get(spec)
                 if session is not None and (fresh or not session.alive):
                     if not session.alive and not fresh:
-                        self._lost[spec] = session.dead_reason or session.kernel.death_reason()
+                        session.dead_reason = session.dead_reason or session.kernel.death_reason()
+                        self._lost[spec] = session.dead_reason
                     self._discard(spec)
                     session = None
                 if session is not None:
@@ -603,6 +604,10 @@ class SessionManager:
                 or (s.spec.type or "").upper() == key]
 
     def stop(self, selector: str | None = "all") -> int:
+        """Stop the sessions ``selector`` matches (see :meth:`find`); returns how many."""
+        if selector in (None, "all"):
+            with self._lock:
+                self._lost.clear()  # stopped on purpose: no "the previous session died" notice later
         stopped = 0
         for session in self.find(selector):
             with self._lock:
