@@ -8,7 +8,6 @@ call a plane. The help of each is generated from its parser (``%%gpu?``,
 from __future__ import annotations
 
 import argparse
-import html
 import sys
 
 from IPython.core.error import UsageError
@@ -272,7 +271,7 @@ def _size(count: int) -> str:
 
 class _Table(list):
     """A list of dicts (scriptable: ``s = %gpu sessions``) that shows as a text table in a terminal
-    and an HTML table in a notebook."""
+    and a rendered (markdown) table in a notebook."""
 
     columns: tuple[tuple[str, str], ...] = ()  # (key, heading)
     empty = ""
@@ -297,14 +296,17 @@ class _Table(list):
     def __repr__(self):
         return self.text()
 
-    def _repr_html_(self):
+    def _repr_markdown_(self):
+        # rendered as a table by JupyterLab, and still readable where a notebook is exported as markdown
         if not self:
-            return f"<p><em>{html.escape(self.empty)}</em></p>"
-        head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for _, h in self.columns)
-        body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in self._cells(r))
-                       + "</tr>" for r in self)
-        footer = f"<p><small>{html.escape(self._footer())}</small></p>" if self._footer() else ""
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{footer}"
+            return f"*{self.empty}*"
+
+        def row(cells):
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+        lines = [row([h for _, h in self.columns]), row(["---"] * len(self.columns))]
+        lines += [row(self._cells(r)) for r in self]
+        return "\n".join(lines + ([f"\n{self._footer()}"] if self._footer() else []))
 
 
 class SessionTable(_Table):

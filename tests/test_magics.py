@@ -168,21 +168,22 @@ def test_gpu_stop_of_nothing_says_what_is_there(ip, capsys):
     assert f"stopped 1 session(s): {session.id}" in capsys.readouterr().out and sessions.find("all") == []
 
 
-def test_gpu_sessions_and_gpus_are_tables_in_text_and_html(ip, monkeypatch):
+def test_gpu_sessions_and_gpus_are_tables_in_text_and_in_notebooks(ip, monkeypatch):
     monkeypatch.setenv("PODSTACK_LOCAL_GPUS", "L40S:2,T4")
     config.reset()
     gpus = run(ip, "%gpu gpus")
     assert [g["type"] for g in gpus] == ["L40S", "L40S", "T4"]  # still the list of dicts, for scripts
     text = gpus.text().splitlines()
     assert text[0].split() == ["index", "type", "device", "in", "use"] and text[1].split()[:2] == ["0", "L40S"]
-    assert text[-1] == "backend: local" and "<td style='text-align:left'>T4</td>" in gpus._repr_html_()
+    assert text[-1] == "backend: local" and "| 2 | T4 | declared T4 | 0% |" in gpus._repr_markdown_()
     run(ip, "%%gpu L40S --fraction 50\nx = 1")
     assert "50%" in run(ip, "%gpu gpus").text().splitlines()[1]
     table = run(ip, "%gpu sessions")
     header, row = table.text().splitlines()
     assert header.split() == ["id", "state", "spec", "backend", "GPUs", "environment", "uptime", "sent", "received"]
     assert row.split()[:4] == [table[0]["id"], "idle", "L40S@50%", "local"] and "1xL40S [0] @50%" in row
-    assert "<th style='text-align:left'>GPUs</th>" in table._repr_html_()
+    assert table._repr_markdown_().splitlines()[0] == ("| id | state | spec | backend | GPUs | environment | uptime "
+                                                       "| sent | received |")
 
 
 def test_no_gpus_says_how_to_declare_them(ip):
