@@ -192,6 +192,7 @@ class GPUSession:
         except BaseException:
             self.stop(reason="it could not start")
             raise
+        self.started_at, self.last_active = time.time(), time.monotonic()  # uptime counts from here
         self._set_state("idle")
         return self
 

@@ -1,0 +1,118 @@
+"""Session start-up on the local backend, side by side with the machine's floor, in one run.
+
+    python bench/bench_sessions.py [--repeat 3]
+
+Rows (median seconds of ``--repeat`` runs; ratio = podstack / floor):
+* cold start: ``sessions.get()`` until the agent is loaded, against a bare ``jupyter_client``
+  kernel started and answering ``kernel_info`` (what any Jupyter front end waits for);
+* ``--pip`` environment, first use: build (venv + install of a tiny local wheel + a kernel started in
+  it to check it) and the session's start, with pip and with uv, against ``python -m venv`` alone;
+* ``--pip`` environment, cached: a session start in the built environment, against the cold start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+
+def tiny_wheel(directory: Path, name: str) -> str:
+    files = {f"{name}/__init__.py": b"VALUE = 1\n",
+             f"{name}-0.1.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n".encode(),
+             f"{name}-0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\n"
+                                             b"Tag: py3-none-any\n"}
+    record = [f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},{len(d)}"
+              for p, d in files.items()] + [f"{name}-0.1.dist-info/RECORD,,"]
+    path = directory / f"{name}-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for member, data in files.items():
+            wheel.writestr(member, data)
+        wheel.writestr(f"{name}-0.1.dist-info/RECORD", "\n".join(record) + "\n")
+    return str(path)
+
+
+def bare_kernel_start() -> float:
+    from jupyter_client import KernelManager
+
+    started = time.perf_counter()
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel()
+    client = km.client()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    elapsed = time.perf_counter() - started
+    client.stop_channels()
+    km.shutdown_kernel(now=True)
+    return elapsed
+
+
+def podstack_start(spec) -> float:
+    from podstack_jupyter.compute import sessions
+
+    started = time.perf_counter()
+    sessions.get(spec, progress=lambda line: None)
+    elapsed = time.perf_counter() - started
+    sessions.stop("all")
+    return elapsed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="podstack-bench-"))
+    os.environ["PODSTACK_HOME"] = str(work / "home")
+    from podstack_jupyter.compute import GPUSpec
+    from podstack_jupyter.compute.backends import _venvs
+
+    rows = []
+
+    def median(fn, *a):
+        return statistics.median(fn(*a) for _ in range(args.repeat))
+
+    floor = median(bare_kernel_start)
+    cold = median(podstack_start, GPUSpec())
+    rows.append(("cold start (agent loaded)", cold, "bare kernel answering", floor))
+
+    def plain_venv():
+        target = work / f"venv-{time.perf_counter_ns()}"
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(target)], check=True)
+        return time.perf_counter() - started
+
+    venv_floor = median(plain_venv)
+    builders = [("pip", lambda: None)]
+    if _venvs.find_uv():
+        builders.append(("uv", _venvs.find_uv))
+    real_find_uv = _venvs.find_uv
+    for builder, finder in builders:
+        _venvs.find_uv = finder
+        try:
+            times = []
+            for i in range(args.repeat):
+                spec = GPUSpec(pip=(tiny_wheel(work, f"benchpkg_{builder}_{i}"),))
+                times.append(podstack_start(spec))
+            rows.append((f"--pip, first use ({builder})", statistics.median(times), "python -m venv alone",
+                         venv_floor))
+        finally:
+            _venvs.find_uv = real_find_uv
+    spec = GPUSpec(pip=(tiny_wheel(work, "benchpkg_cached"),))
+    podstack_start(spec)
+    rows.append(("--pip, cached environment", median(podstack_start, spec), "cold start (no packages)", cold))
+
+    print(f"{'what':<32} {'podstack s':>10}   {'against':<26} {'s':>7} {'ratio':>7}")
+    for what, ours, against, theirs in rows:
+        print(f"{what:<32} {ours:>10.2f}   {against:<26} {theirs:>7.2f} {ours / theirs:>6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
