@@ -2,11 +2,13 @@
 
     python bench/bench_sessions.py [--repeat 3]
 
-Rows (median seconds of ``--repeat`` runs; ratio = podstack / floor):
+Rows (median seconds of ``--repeat`` runs; ratio = the other / podstack, above 1: podstack is faster):
 * cold start: ``sessions.get()`` until the agent is loaded, against a bare ``jupyter_client``
   kernel started and answering ``kernel_info`` (what any Jupyter front end waits for);
 * ``--pip`` environment, first use: build (venv + install of a tiny local wheel + a kernel started in
-  it to check it) and the session's start, with pip and with uv, against ``python -m venv`` alone;
+  it to check it) and the session's start, with pip and with uv, against ``python -m venv`` alone and
+  against what one does by hand without layering: a venv with ``pip install ipykernel cloudpickle``
+  (measured once: it downloads or reads the package index);
 * ``--pip`` environment, cached: a session start in the built environment, against the cold start.
 """
 
@@ -44,7 +46,8 @@ def bare_kernel_start() -> float:
     from jupyter_client import KernelManager
 
     started = time.perf_counter()
-    km = KernelManager(kernel_name="python3")
+    km = KernelManager(kernel_name="python3", transport="ipc",
+                       ip=os.path.join(tempfile.mkdtemp(prefix="pk-"), "kernel"))
     km.start_kernel()
     client = km.client()
     client.start_channels()
@@ -90,6 +93,17 @@ def main():
         return time.perf_counter() - started
 
     venv_floor = median(plain_venv)
+
+    def by_hand_kernel_env():
+        target = work / f"byhand-{time.perf_counter_ns()}"
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(target)], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "--python", str(target / "bin" / "python"), "install", "-q",
+                        "--disable-pip-version-check", "ipykernel", "cloudpickle"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - started
+
+    by_hand = by_hand_kernel_env()
     builders = [("pip", lambda: None)]
     if _venvs.find_uv():
         builders.append(("uv", _venvs.find_uv))
@@ -103,15 +117,17 @@ def main():
                 times.append(podstack_start(spec))
             rows.append((f"--pip, first use ({builder})", statistics.median(times), "python -m venv alone",
                          venv_floor))
+            rows.append((f"--pip, first use ({builder})", statistics.median(times),
+                         "venv + pip install ipykernel", by_hand))
         finally:
             _venvs.find_uv = real_find_uv
     spec = GPUSpec(pip=(tiny_wheel(work, "benchpkg_cached"),))
     podstack_start(spec)
     rows.append(("--pip, cached environment", median(podstack_start, spec), "cold start (no packages)", cold))
 
-    print(f"{'what':<32} {'podstack s':>10}   {'against':<26} {'s':>7} {'ratio':>7}")
+    print(f"{'what':<30} {'podstack s':>10}   {'against':<30} {'s':>7} {'ratio':>7}")
     for what, ours, against, theirs in rows:
-        print(f"{what:<32} {ours:>10.2f}   {against:<26} {theirs:>7.2f} {ours / theirs:>6.2f}x")
+        print(f"{what:<30} {ours:>10.2f}   {against:<30} {theirs:>7.2f} {theirs / ours:>6.2f}x")
 
 
 if __name__ == "__main__":
