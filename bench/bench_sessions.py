@@ -104,12 +104,12 @@ def main():
         return time.perf_counter() - started
 
     by_hand = by_hand_kernel_env()
-    builders = [("pip", lambda: None)]
+    builders = [("pip", lambda: True)]
     if _venvs.find_uv():
-        builders.append(("uv", _venvs.find_uv))
-    real_find_uv = _venvs.find_uv
-    for builder, finder in builders:
-        _venvs.find_uv = finder
+        builders.append(("uv", lambda: False))  # uv builds where the notebook's environment has no pip
+    real_pip_available = _venvs.pip_available
+    for builder, pip_available in builders:
+        _venvs.pip_available = pip_available
         try:
             times = []
             for i in range(args.repeat):
@@ -120,7 +120,7 @@ def main():
             rows.append((f"--pip, first use ({builder})", statistics.median(times),
                          "venv + pip install ipykernel", by_hand))
         finally:
-            _venvs.find_uv = real_find_uv
+            _venvs.pip_available = real_pip_available
     spec = GPUSpec(pip=(tiny_wheel(work, "benchpkg_cached"),))
     podstack_start(spec)
     rows.append(("--pip, cached environment", median(podstack_start, spec), "cold start (no packages)", cold))

@@ -1,6 +1,7 @@
 import base64
 import hashlib
 import os
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -138,10 +139,10 @@ def _tiny_wheel(directory: Path, name: str = "tinypod", version: str = "0.1", va
 def test_pip_environment_layers_on_the_notebooks_virtualenv(ip, tmp_path, capsys, monkeypatch, builder):
     from podstack_jupyter.compute.backends import _venvs
 
-    if builder == "uv" and _venvs.find_uv() is None:
-        pytest.skip("uv is not installed")
-    if builder == "pip":
-        monkeypatch.setattr(_venvs, "find_uv", lambda: None)
+    if builder == "uv":  # a notebook virtualenv made by uv, without pip
+        if _venvs.find_uv() is None:
+            pytest.skip("uv is not installed")
+        monkeypatch.setattr(_venvs, "pip_available", lambda: False)
     wheel = _tiny_wheel(tmp_path)
     ip.run_cell("import numpy as np\nweights = np.arange(4)")
     run(ip, f"%%gpu --pip {wheel}\nimport sys, tinypod, podstack_jupyter, cloudpickle\n"
@@ -183,3 +184,24 @@ def test_an_environment_whose_kernel_cannot_start_is_not_kept(ip, tmp_path, pods
         run(ip, f"%%gpu --pip {broken}\nx = 1")
     assert [p.name for p in (podstack_home / "envs").iterdir()] == []
     assert sessions.list() == [] and "x" not in ip.user_ns
+
+
+@pytest.mark.slow
+def test_the_notebooks_packages_are_reused_and_a_pinned_version_shadows_without_touching_them(
+        ip, tmp_path, monkeypatch, capsys):
+    from podstack_jupyter.compute.backends import _venvs
+
+    # a package the notebook has, in a site folder of its own (as its virtualenv's site-packages would hold it)
+    notebook_site = tmp_path / "notebook-site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(notebook_site),
+                    _tiny_wheel(tmp_path, value=1)], check=True)
+    layers = _venvs.notebook_site_dirs()
+    monkeypatch.setattr(_venvs, "notebook_site_dirs", lambda: [*layers, str(notebook_site)])
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    run(ip, f"%%gpu --pip tinypod\nimport tinypod\nhad = tinypod.VALUE")  # satisfied by the notebook's: no download
+    assert ip.user_ns["had"] == 1 and "already satisfied" in capsys.readouterr().out
+    run(ip, f"%%gpu --pip {_tiny_wheel(newer, version='0.2', value=2)}\nimport tinypod\npinned = tinypod.VALUE")
+    assert ip.user_ns["pinned"] == 2
+    assert (notebook_site / "tinypod-0.1.dist-info").is_dir() and "VALUE = 1" in (
+        notebook_site / "tinypod" / "__init__.py").read_text()  # the notebook's copy is untouched

@@ -9,7 +9,13 @@ notebook already has need not be reinstalled, and the packages asked for win.
 This holds when the notebook runs in a virtualenv, whose packages the base
 interpreter (what ``venv --system-site-packages`` would layer on) does not have.
 
-uv builds it when present (much faster), else pip. Build output streams into
+The notebook's pip builds it: it sees the layered packages, so it installs only
+what is missing and keeps the notebook's versions wherever they satisfy the
+request (a value pickled here unpickles there with the same library), and it
+never removes a layered package (one outside the new environment), it shadows
+it. uv cannot see layered packages (it would install fresh copies of every
+dependency, at versions of its choosing), so it builds only when the notebook's
+environment has no pip (a virtualenv made by uv). Build output streams into
 the cell. The environment is marked complete only after a kernel started in it
 answered; a failed build leaves nothing behind. The key covers the notebook's
 environment too: two notebooks in different virtualenvs get different layers.
@@ -122,23 +128,28 @@ def find_uv() -> str | None:
     return str(beside) if beside.is_file() else shutil.which("uv")
 
 
+def pip_available() -> bool:
+    """Whether the notebook's environment has pip (a virtualenv made by uv may not)."""
+    return importlib.util.find_spec("pip") is not None
+
+
 def _build(spec: GPUSpec, target: Path, progress: Callable[[str], None]) -> None:
     # Built in place (not renamed into place), so the scripts that packages install keep working shebangs.
-    uv = find_uv() if spec.use_uv else None
-    pip_here = importlib.util.find_spec("pip") is not None
+    pip_here = pip_available()
+    uv = None if pip_here or not spec.use_uv else find_uv()
     what = " ".join(spec.packages) + (f" -r {spec.requirements}" if spec.requirements else "")
     progress(f"[podstack] building environment {target.name} with {'uv' if uv else 'pip'}: {what.strip()}")
     base = getattr(sys, "_base_executable", None) or sys.executable  # the interpreter under any virtualenv
     python = str(_python_in(target))
-    if uv:
-        _run([uv, "venv", "--quiet", "--python", base, str(target)], progress)
-        install = [uv, "pip", "install", "--python", python]
-    elif pip_here:
+    if pip_here:
         _run([base, "-m", "venv", "--without-pip", str(target)], progress)
-        # the notebook's pip installs into the new environment
+        # the notebook's pip installs into the new environment, resolving against the layered packages
         install = [sys.executable, "-m", "pip", "--python", python, "install", "--disable-pip-version-check",
                    "--progress-bar", "off"]
-    else:  # a notebook environment made without pip (e.g. by uv): the new one brings its own
+    elif uv:
+        _run([uv, "--color", "never", "venv", "--quiet", "--python", base, str(target)], progress)
+        install = [uv, "--color", "never", "pip", "install", "--python", python]
+    else:  # neither: the new environment brings its own pip
         _run([base, "-m", "venv", str(target)], progress)
         install = [python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"]
     _layer_on_notebook(python)
