@@ -148,7 +148,7 @@ def test_pip_environment_layers_on_the_notebooks_virtualenv(ip, tmp_path, capsys
     run(ip, f"%%gpu --pip {wheel}\nimport sys, tinypod, podstack_jupyter, cloudpickle\n"
             "scaled = weights * tinypod.VALUE\nprefix = sys.prefix\nfrom podstack import registry")
     out = capsys.readouterr().out
-    assert f"building environment" in out and f"with {builder}" in out and "ready" in out
+    assert "building environment" in out and f"with {builder}" in out and "ready" in out
     assert ip.user_ns["scaled"].tolist() == [0, 42, 84, 126]
     # the kernel runs in the built environment, on top of the notebook's packages (podstack, numpy, ipykernel)
     assert ip.user_ns["prefix"].startswith(str(config.settings().home / "envs"))
@@ -199,7 +199,7 @@ def test_the_notebooks_packages_are_reused_and_a_pinned_version_shadows_without_
     monkeypatch.setattr(_venvs, "notebook_site_dirs", lambda: [*layers, str(notebook_site)])
     newer = tmp_path / "newer"
     newer.mkdir()
-    run(ip, f"%%gpu --pip tinypod\nimport tinypod\nhad = tinypod.VALUE")  # satisfied by the notebook's: no download
+    run(ip, "%%gpu --pip tinypod\nimport tinypod\nhad = tinypod.VALUE")  # satisfied by the notebook's: no download
     assert ip.user_ns["had"] == 1 and "already satisfied" in capsys.readouterr().out
     run(ip, f"%%gpu --pip {_tiny_wheel(newer, version='0.2', value=2)}\nimport tinypod\npinned = tinypod.VALUE")
     assert ip.user_ns["pinned"] == 2
