@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -101,9 +102,13 @@ def test_the_second_backend_interrupts_over_the_control_channel_and_reports_deat
     run(ip, "%%gpu\ncount += 1")  # the interrupted kernel is usable again, state kept
     assert ip.user_ns["count"] == 2
     (session,) = sessions.find("all")
-    os.kill(session.kernel.km.provisioner.pid, signal.SIGKILL)
-    with pytest.raises(SessionDiedError, match="the test node lost its kernel"):
-        run(ip, "%%gpu\nimport time\ntime.sleep(30)")
+    killer = threading.Timer(1.0, os.kill, (session.kernel.km.provisioner.pid, signal.SIGKILL))
+    killer.start()  # mid-cell
+    try:
+        with pytest.raises(SessionDiedError, match="the test node lost its kernel"):
+            run(ip, "%%gpu\nimport time\ntime.sleep(60)")
+    finally:
+        killer.join()
 
 
 def test_backend_rules_apply_before_anything_starts(ip, tcp_backend):
