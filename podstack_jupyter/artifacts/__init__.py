@@ -8,8 +8,8 @@ which path, is recorded by the tracking store; equal files are stored once::
     digest, size = store.put_file("model.pt")      # sha256 hex, bytes
     store.get_file(digest, "copy/model.pt")         # verified copy, or ArtifactIntegrityError
 
-``ArtifactStore`` is the interface a backend implements (``LocalArtifactStore``
-today; an S3-compatible store fits behind the same methods).
+``ArtifactStore`` is the interface a backend implements: ``LocalArtifactStore`` (a folder),
+``S3ArtifactStore`` (``PODSTACK_ARTIFACT_ROOT=s3://bucket/prefix``, with signed URLs).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import threading
 
 from ._base import PROGRESS_BYTES, ArtifactStore
 from ._local import LocalArtifactStore
+from ._s3 import PresignedUpload, S3ArtifactStore  # boto3 itself is imported on first use
 
-__all__ = ["ArtifactStore", "LocalArtifactStore", "open_store", "PROGRESS_BYTES"]
+__all__ = ["ArtifactStore", "LocalArtifactStore", "S3ArtifactStore", "PresignedUpload", "open_store",
+           "PROGRESS_BYTES"]
 
 _stores: dict[str, ArtifactStore] = {}
 _lock = threading.Lock()
@@ -33,5 +35,6 @@ def open_store() -> ArtifactStore:
     with _lock:
         store = _stores.get(root)
         if store is None:
-            store = _stores[root] = LocalArtifactStore(root)
+            is_s3 = root.lower().startswith("s3://")
+            store = _stores[root] = S3ArtifactStore(root) if is_s3 else LocalArtifactStore(root)
         return store
