@@ -314,6 +314,14 @@ class S3ArtifactStore(ArtifactStore):
             message = error.get("Message") or ""
             if code == "NoSuchBucket":
                 return ConfigurationError(self._no_bucket_text())
+            if code == "InvalidAccessKeyId":
+                return ConfigurationError(
+                    f"the S3 server at {self._endpoint_text()} does not know the access key id in use: check "
+                    "AWS_ACCESS_KEY_ID (or AWS_PROFILE)", code=code)
+            if code == "SignatureDoesNotMatch":
+                return ConfigurationError(
+                    f"the S3 server at {self._endpoint_text()} refused the signature: AWS_SECRET_ACCESS_KEY does not "
+                    "match AWS_ACCESS_KEY_ID", code=code)
             if code in _CREDENTIAL_CODES:
                 return ConfigurationError(
                     f"S3 refused the request ({code}{': ' + message if message else ''}) while {action} in {where}: "
@@ -368,6 +376,13 @@ class S3ArtifactStore(ArtifactStore):
                 raise
             if self._is_missing(exc) or "NoSuchBucket" in str(exc):
                 raise ConfigurationError(self._no_bucket_text()) from None
+            if _code(exc) in ("403", "Forbidden"):
+                # a HEAD's answer has no body: ask again with a request whose answer says why
+                try:
+                    client.list_objects_v2(Bucket=self.bucket, Prefix=self._key("blobs") + "/", MaxKeys=1)
+                except Exception as detailed:  # noqa: BLE001 - reported below
+                    if _is_botocore_error(detailed):
+                        exc = detailed
             raise self._error(exc, "checking the bucket") from None
         self._checked = True
 
@@ -741,6 +756,11 @@ class _Discard:
 
     def write(self, data) -> int:
         return len(data)
+
+
+def _code(exc) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code") or "")
 
 
 def _is_botocore_error(exc) -> bool:

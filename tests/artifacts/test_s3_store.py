@@ -503,10 +503,14 @@ def test_a_missing_bucket_is_named(s3):
     assert "bucket 'no-such-bucket-here' does not exist" in message and "PODSTACK_ARTIFACT_ROOT" in message
 
 
-def test_wrong_credentials_are_named(s3, monkeypatch):
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+@pytest.mark.parametrize("variable, expected", [
+    ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY does not match AWS_ACCESS_KEY_ID"),
+    ("AWS_ACCESS_KEY_ID", "does not know the access key id in use: check AWS_ACCESS_KEY_ID"),
+])
+def test_wrong_credentials_are_named(s3, monkeypatch, variable, expected):
+    monkeypatch.setenv(variable, "not-the-right-one")
     message = _message_of(lambda: S3ArtifactStore(s3.new_root()).has("0" * 64))
-    assert "AWS_SECRET_ACCESS_KEY" in message and s3.endpoint in message
+    assert expected in message and s3.endpoint in message
 
 
 def test_missing_credentials_are_named(s3, monkeypatch):
