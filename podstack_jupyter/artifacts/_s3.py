@@ -62,8 +62,8 @@ _MAX_PARTS = 10_000
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 # the answers that mean "these credentials may not do this", not "this object is missing"
 _CREDENTIAL_CODES = frozenset({"403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                               "InvalidToken", "ExpiredToken", "TokenRefreshRequired", "AuthorizationHeaderMalformed",
-                               "InvalidClientTokenId", "UnrecognizedClientException"})
+                               "InvalidToken", "ExpiredToken", "TokenRefreshRequired", "InvalidClientTokenId",
+                               "UnrecognizedClientException"})
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
@@ -217,8 +217,10 @@ class S3ArtifactStore(ArtifactStore):
     multipart_threshold = 16 * _MiB
     part_size = 16 * _MiB
     max_concurrency = 4
-    #: objects larger than this are copied part by part (CopyObject's own limit is 5 GiB)
+    #: objects larger than this are copied part by part (CopyObject's own limit is 5 GiB) ...
     copy_part_limit = 5 * 1024 * _MiB
+    #: ... in parts of this size
+    copy_part_size = 512 * _MiB
 
     def __init__(self, url: str, *, client=None):
         self.bucket, self.prefix = parse_s3_url(url)
@@ -279,10 +281,11 @@ class S3ArtifactStore(ArtifactStore):
         try:
             session = boto3.session.Session()
         except Exception as exc:  # noqa: BLE001 - e.g. AWS_PROFILE naming a profile that does not exist
-            raise ConfigurationError(f"cannot set up AWS access for {self.url}: {exc}") from None
+            raise ConfigurationError(f"cannot set up AWS access for {self.url}: {exc} (check AWS_PROFILE)") from None
         region = os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
         config = Config(
-            signature_version="s3v4",  # presigned URLs must be SigV4: SigV2 cannot sign response headers here
+            # presigned URLs too: botocore would sign some in the deprecated SigV2, which servers handle unevenly
+            signature_version="s3v4",
             # S3-compatible servers rarely answer bucket-named host names; AWS takes both
             s3={"addressing_style": "path" if endpoint else "auto"},
             connect_timeout=10,
@@ -358,7 +361,7 @@ class S3ArtifactStore(ArtifactStore):
             return getattr(self._s3(), operation)(Bucket=self.bucket, **params)
         except Exception as exc:
             if self._is_missing(exc):
-                raise ArtifactNotFoundError(f"{action}: not found in {self.url}") from None
+                raise ArtifactNotFoundError(f"{action} in {self.url}") from None
             if _is_botocore_error(exc):
                 raise self._error(exc, action) from None
             raise
@@ -394,7 +397,7 @@ class S3ArtifactStore(ArtifactStore):
 
     # -- reads -----------------------------------------------------------------------------------
     def _head(self, digest: str):
-        return self._call("head_object", f"blob {digest}", Key=self.key_of(digest))
+        return self._call("head_object", f"no blob {digest}", Key=self.key_of(digest))
 
     def has(self, digest: str) -> bool:
         try:
@@ -616,7 +619,7 @@ class S3ArtifactStore(ArtifactStore):
         completed = False
         try:
             parts = []
-            step = max(self._part_size(size, 0), 512 * _MiB)
+            step = max(self._part_size(size, 0), self.copy_part_size)
             for number, offset in enumerate(range(0, size, step), start=1):
                 result = self._call("upload_part_copy", action, Key=target, UploadId=upload_id, PartNumber=number,
                                     CopySource=source, CopySourceRange=f"bytes={offset}-{min(offset + step, size) - 1}",
@@ -731,7 +734,7 @@ class S3ArtifactStore(ArtifactStore):
                     Bucket=self.bucket, Prefix=self._key(area) + "/")
                 for page in pages:
                     for upload in page.get("Uploads") or ():
-                        if upload["Initiated"].timestamp() < cutoff:
+                        if upload["Initiated"].timestamp() < cutoff and not self._sent_since(upload, cutoff):
                             client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
                                                           UploadId=upload["UploadId"])
                             removed += 1
@@ -749,6 +752,12 @@ class S3ArtifactStore(ArtifactStore):
                 raise self._error(exc, "sweeping cut-off uploads") from None
             raise
         return removed
+
+
+    def _sent_since(self, upload: dict, cutoff: float) -> bool:
+        # a very long upload (a huge file on a slow link) is still sending parts: leave it alone
+        parts = self._s3().list_parts(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        return any(part["LastModified"].timestamp() >= cutoff for part in parts.get("Parts") or ())
 
 
 class _Discard:

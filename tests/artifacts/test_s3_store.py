@@ -178,6 +178,31 @@ def test_a_stream_that_cannot_be_reread_goes_through_an_incoming_key(store, tmp_
     assert store.calls.count("CopyObject") == 1 and store.verify(digest)
 
 
+def test_a_large_stream_is_published_by_a_copy_in_parts(store):
+    store.copy_part_limit = 6 * MiB  # above it CopyObject cannot copy (5 GiB on AWS): UploadPartCopy
+    store.copy_part_size = 5 * MiB
+    payload = os.urandom(13 * MiB)
+    digest, size = store.put_stream(_Pipe(payload))
+    assert (digest, size) == (hashlib.sha256(payload).hexdigest(), len(payload))
+    assert store.calls.count("UploadPartCopy") == 3 and store.calls.count("CopyObject") == 0
+    assert keys_under(store) == blob_layout(digest) and unfinished_uploads(store) == [] and store.verify(digest)
+
+
+class _Pipe(io.RawIOBase):
+    """Bytes that can be read once, in whatever pieces, like a socket (not seekable)."""
+
+    def __init__(self, data):
+        self.data = memoryview(data)
+
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        n = min(n if n is not None and n >= 0 else len(self.data), 300_000)
+        piece, self.data = bytes(self.data[:n]), self.data[n:]
+        return piece
+
+
 def test_corrupt_blob_is_refused_and_nothing_is_written(store, tmp_path):
     digest, _ = store.put_bytes(b"model weights")
     store._s3().put_object(Bucket=store.bucket, Key=store.key_of(digest), Body=b"tampered weights")
@@ -354,6 +379,18 @@ def test_an_upload_killed_halfway_leaves_no_blob(store, tmp_path, source):
     assert store.sweep() == 0  # a day has not passed: it may be a live upload
     assert store.sweep(older_than=0) == 1 and unfinished_uploads(store) == []
     assert store.put_bytes(payload) == (digest, len(payload)) and keys_under(store) == blob_layout(digest)
+
+
+def test_sweep_leaves_a_long_upload_that_is_still_sending(store):
+    client, key = store._s3(), store.key_of("a" * 64)
+    upload = client.create_multipart_upload(Bucket=store.bucket, Key=key)
+    time.sleep(2.5)
+    cutoff = time.time()
+    time.sleep(1.1)
+    client.upload_part(Bucket=store.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 100)
+    assert store.sweep(older_than=time.time() - cutoff) == 0  # begun before the cutoff, but still sending
+    assert unfinished_uploads(store) == blob_layout("a" * 64)
+    assert store.sweep(older_than=-60) == 1 and unfinished_uploads(store) == []
 
 
 # -- signed URLs -------------------------------------------------------------------------------------
