@@ -39,7 +39,6 @@ import os
 import queue
 import re
 import secrets
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ from urllib.parse import quote
 
 from ..errors import (ArtifactIntegrityError, ArtifactNotFoundError, ConfigurationError, InvalidArgumentError,
                       PodstackError)
-from ._base import ArtifactStore, progress_bar
+from ._base import ArtifactStore, progress_bar, write_verified
 
 __all__ = ["S3ArtifactStore", "PresignedUpload"]
 
@@ -122,13 +121,6 @@ def _seekable(stream) -> bool:
         return bool(stream.seekable()) and isinstance(stream.tell(), int)
     except (AttributeError, OSError, ValueError):
         return False
-
-
-def _remove_quietly(path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _copy_hashing(read, out, bar) -> tuple[str, int]:
@@ -330,7 +322,8 @@ class S3ArtifactStore(ArtifactStore):
                     f"S3 refused the request ({code}{': ' + message if message else ''}) while {action} in {where}: "
                     "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) and that this key may "
                     "read and write the bucket", code=code)
-            if code in ("301", "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
+            if code in ("301", "PermanentRedirect", "AuthorizationHeaderMalformed",
+                        "IllegalLocationConstraintException"):
                 return ConfigurationError(
                     f"bucket {self.bucket!r} is in another region than {self._s3().meta.region_name!r}: "
                     f"set AWS_REGION to the bucket's region ({code} {message})".rstrip(), code=code)
@@ -428,28 +421,13 @@ class S3ArtifactStore(ArtifactStore):
 
     def get_file(self, digest: str, dest_path, progress: bool | None = None) -> Path:
         response = self._get(self.key_of(digest), f"no blob {digest}")  # before anything is created
-        body = response["Body"]
-        dest = Path(dest_path)
+        body, bar = response["Body"], None
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            bar = progress_bar(int(response.get("ContentLength") or 0), f"fetching {dest.name}", progress)
-            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        except BaseException:
-            body.close()
-            raise
-        try:
-            with os.fdopen(fd, "wb") as out:
-                found, _ = self._read_hashing(body, out, bar, f"fetching blob {digest}")
-            if found != digest:
-                raise ArtifactIntegrityError(
-                    f"blob {digest} in {self.url} is corrupt (its content hashes to {found}); "
-                    f"nothing was written to {dest}. Log the artifact again.", digest=digest)
-            os.replace(tmp, dest)
-            return dest
-        except BaseException:
-            _remove_quietly(tmp)
-            raise
+            bar = progress_bar(int(response.get("ContentLength") or 0), f"fetching {Path(dest_path).name}", progress)
+            return write_verified(dest_path, digest, where=self.url, copy=lambda out: self._read_hashing(
+                body, out, bar, f"fetching blob {digest}")[0])
         finally:
+            body.close()
             if bar is not None:
                 bar.close()
 
