@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 
+from ..errors import ConfigurationError
 from ._base import PROGRESS_BYTES, ArtifactStore
 from ._local import LocalArtifactStore
 from ._s3 import PresignedUpload, S3ArtifactStore  # boto3 itself is imported on first use
@@ -36,5 +37,8 @@ def open_store() -> ArtifactStore:
         store = _stores.get(root)
         if store is None:
             is_s3 = root.lower().startswith("s3://")
+            if not is_s3 and "://" in root:
+                raise ConfigurationError(f"PODSTACK_ARTIFACT_ROOT={root}: artifacts go to a folder or to "
+                                         "s3://bucket/prefix; no store serves this URL")
             store = _stores[root] = S3ArtifactStore(root) if is_s3 else LocalArtifactStore(root)
         return store

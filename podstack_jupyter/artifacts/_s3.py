@@ -483,6 +483,7 @@ class S3ArtifactStore(ArtifactStore):
             if bar is not None:
                 bar.update(len(chunk))
         digest = h.hexdigest()
+        del head  # the upload reads the file again, part by part
         if bar is not None:
             bar.reset(total=size)
             bar.set_description("storing artifact")

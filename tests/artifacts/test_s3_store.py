@@ -528,6 +528,15 @@ def test_open_store_takes_s3_urls_from_the_settings(s3, monkeypatch, tmp_path):
     assert not (tmp_path / "podstack-home" / "artifacts").exists()
 
 
+def test_an_artifact_root_url_no_store_serves_is_refused(monkeypatch):
+    from podstack_jupyter import config
+
+    monkeypatch.setenv("PODSTACK_ARTIFACT_ROOT", "gs://bucket/prefix")
+    config.reset()
+    with pytest.raises(ConfigurationError, match="no store serves this URL"):
+        open_store()
+
+
 def _message_of(call):
     with pytest.raises(ConfigurationError) as caught:
         call()
