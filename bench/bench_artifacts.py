@@ -35,20 +35,10 @@ from _services.s3 import SeaweedS3  # noqa: E402
 from podstack_jupyter.artifacts import LocalArtifactStore, S3ArtifactStore  # noqa: E402
 
 
-def median_of(repeat: int, setup, fn) -> float:
-    times = []
-    for _ in range(repeat):
-        state = setup()
-        started = time.perf_counter()
-        fn(state)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=256, help="file size in MB (default 256)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each step; the median is shown")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of every step; the median is shown")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="podstack-bench-artifacts-"))
@@ -59,43 +49,48 @@ def main() -> None:
                 f.write(os.urandom(1 << 20))
         size = source.stat().st_size
         digest = hashlib.sha256(source.read_bytes()).hexdigest()
-        rows = {}
 
         with SeaweedS3.started(work / "s3") as server:
             os.environ.update(server.env())
             client = server.client()
             bucket = "podstack-test"
-
-            def fresh_s3_store():
-                return S3ArtifactStore(server.new_root())
-
-            # S3 put of new content: a fresh prefix each time, so every run really uploads
-            rows["S3 put (new content)"] = median_of(args.repeat, fresh_s3_store,
-                                                     lambda store: store.put_file(source, progress=False))
-            store = fresh_s3_store()
-            store.put_file(source, progress=False)
-            rows["S3 put (already stored)"] = median_of(args.repeat, lambda: store,
-                                                        lambda s: s.put_file(source, progress=False))
-            rows["S3 get (verified)"] = median_of(
-                args.repeat, lambda: work / f"get-{uuid.uuid4().hex}.bin",
-                lambda dest: (store.get_file(digest, dest, progress=False), dest.unlink()))
-            rows["boto3 upload_file"] = median_of(args.repeat, lambda: f"plain/{uuid.uuid4().hex}",
-                                                  lambda key: client.upload_file(str(source), bucket, key))
+            stored = S3ArtifactStore(server.new_root())
+            stored.put_file(source, progress=False)
             client.upload_file(str(source), bucket, "plain/payload")
-            rows["boto3 download_file"] = median_of(
-                args.repeat, lambda: work / f"dl-{uuid.uuid4().hex}.bin",
-                lambda dest: (client.download_file(bucket, "plain/payload", str(dest)), dest.unlink()))
+            local = LocalArtifactStore(work / "local")
+            local.put_file(source, progress=False)
 
-        rows["local put (new content)"] = median_of(args.repeat, lambda: LocalArtifactStore(work / uuid.uuid4().hex),
-                                                    lambda local: local.put_file(source, progress=False))
-        local = LocalArtifactStore(work / "local")
-        local.put_file(source, progress=False)
-        rows["local get (verified)"] = median_of(
-            args.repeat, lambda: work / f"lget-{uuid.uuid4().hex}.bin",
-            lambda dest: (local.get_file(digest, dest, progress=False), dest.unlink()))
-        rows["sha256 in memory"] = median_of(args.repeat, source.read_bytes, lambda data: hashlib.sha256(data).digest())
-        rows["plain file copy"] = median_of(args.repeat, lambda: work / f"cp-{uuid.uuid4().hex}.bin",
-                                            lambda dest: (shutil.copyfile(source, dest), dest.unlink()))
+            def fresh_file():
+                return work / f"out-{uuid.uuid4().hex}.bin"
+
+            # (name, setup, timed step); every round runs each step once, so a change in the shared
+            # machine's load during the run weighs on all of them alike
+            steps = [
+                # a fresh prefix each time, so every run really uploads
+                ("S3 put (new content)", lambda: S3ArtifactStore(server.new_root()),
+                 lambda store: store.put_file(source, progress=False)),
+                ("boto3 upload_file", lambda: f"plain/{uuid.uuid4().hex}",
+                 lambda key: client.upload_file(str(source), bucket, key)),
+                ("S3 put (already stored)", lambda: stored, lambda store: store.put_file(source, progress=False)),
+                ("S3 get (verified)", fresh_file, lambda dest: stored.get_file(digest, dest, progress=False)),
+                ("boto3 download_file", fresh_file,
+                 lambda dest: client.download_file(bucket, "plain/payload", str(dest))),
+                ("local put (new content)", lambda: LocalArtifactStore(work / uuid.uuid4().hex),
+                 lambda store: store.put_file(source, progress=False)),
+                ("local get (verified)", fresh_file, lambda dest: local.get_file(digest, dest, progress=False)),
+                ("sha256 in memory", source.read_bytes, lambda data: hashlib.sha256(data).digest()),
+                ("plain file copy", fresh_file, lambda dest: shutil.copyfile(source, dest)),
+            ]
+            times: dict[str, list[float]] = {name: [] for name, _, _ in steps}
+            for _ in range(args.repeat):
+                for name, setup, step in steps:
+                    state = setup()
+                    started = time.perf_counter()
+                    step(state)
+                    times[name].append(time.perf_counter() - started)
+                    if isinstance(state, Path) and state.exists():
+                        state.unlink()
+            rows = {name: statistics.median(values) for name, values in times.items()}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -35,6 +35,7 @@ import collections
 import dataclasses
 import hashlib
 import io
+import itertools
 import os
 import queue
 import re
@@ -123,14 +124,14 @@ def _seekable(stream) -> bool:
         return False
 
 
-def _copy_hashing(read, out, bar) -> tuple[str, int]:
+def _copy_hashing(read, out, bar, depth: int = 8) -> tuple[str, int]:
     """Copy what ``read(n)`` yields to ``out``, hashing it; returns ``(sha256 hex, size)``.
 
     Hashing and writing run in a helper thread (both release the GIL), so they overlap with
-    the network reads instead of adding to them; at most 8 chunks wait in between.
+    the network reads instead of adding to them; at most ``depth`` chunks wait in between.
     """
     h = hashlib.sha256()
-    chunks: queue.Queue = queue.Queue(maxsize=8)
+    chunks: queue.Queue = queue.Queue(maxsize=depth)
     failure: list[BaseException] = []
 
     def consume():
@@ -209,6 +210,8 @@ class S3ArtifactStore(ArtifactStore):
     multipart_threshold = 16 * _MiB
     part_size = 16 * _MiB
     max_concurrency = 4
+    #: blobs larger than ``multipart_threshold`` are read in ranges of this size, ``max_concurrency`` at a time
+    download_part_size = 8 * _MiB
     #: objects larger than this are copied part by part (CopyObject's own limit is 5 GiB) ...
     copy_part_limit = 5 * 1024 * _MiB
     #: ... in parts of this size
@@ -409,31 +412,74 @@ class S3ArtifactStore(ArtifactStore):
         response = self._get(self.key_of(digest), f"no blob {digest}")
         return io.BufferedReader(_BodyReader(response["Body"]), buffer_size=_CHUNK)
 
-    def _read_hashing(self, body, out, bar, action: str) -> tuple[str, int]:
+    def _read_hashing(self, key: str, response, out, bar, action: str) -> tuple[str, int]:
+        """Copy the object ``response`` began to return to ``out``, hashing it (see ``_copy_hashing``).
+
+        A large object is read in ranges, ``max_concurrency`` at a time, all of the version the
+        first answer came from (``If-Match`` its ETag), and handed on in order: one stream rarely
+        fills the link to S3. Memory stays within about ``(max_concurrency + 3)`` ranges.
+        """
+        body, size = response["Body"], int(response.get("ContentLength") or 0)
+        step = self.download_part_size
+        pool = None
         try:
-            return _copy_hashing(body.read, out, bar)
+            if size <= max(self.multipart_threshold, step) or self.max_concurrency < 2:
+                return _copy_hashing(body.read, out, bar)
+            from concurrent.futures import ThreadPoolExecutor
+
+            def fetch(offset):
+                part = self._s3().get_object(Bucket=self.bucket, Key=key, IfMatch=response["ETag"],
+                                             Range=f"bytes={offset}-{min(offset + step, size) - 1}")["Body"]
+                with part:
+                    return part.read()
+
+            pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="podstack-s3-range")
+            offsets = iter(range(step, size, step))
+            pending = collections.deque(pool.submit(fetch, o) for o in itertools.islice(offsets, self.max_concurrency))
+            first = [_read_exactly(body, step)]  # the first range from the answer already open
+            body.close()
+
+            def read(_n):
+                if first:
+                    return first.pop()
+                if not pending:
+                    return b""
+                data = pending.popleft().result()
+                offset = next(offsets, None)
+                if offset is not None:
+                    pending.append(pool.submit(fetch, offset))
+                return data
+
+            found, copied = _copy_hashing(read, out, bar, depth=2)
+            if copied != size:
+                raise PodstackError(f"S3 returned {copied} bytes of {key}, not {size}; nothing was kept")
+            return found, copied
         except Exception as exc:
             if _is_botocore_error(exc):
                 raise self._error(exc, action) from None
             raise
         finally:
             body.close()
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def get_file(self, digest: str, dest_path, progress: bool | None = None) -> Path:
-        response = self._get(self.key_of(digest), f"no blob {digest}")  # before anything is created
-        body, bar = response["Body"], None
+        key = self.key_of(digest)
+        response = self._get(key, f"no blob {digest}")  # before anything is created
+        bar = None
         try:
             bar = progress_bar(int(response.get("ContentLength") or 0), f"fetching {Path(dest_path).name}", progress)
             return write_verified(dest_path, digest, where=self.url, copy=lambda out: self._read_hashing(
-                body, out, bar, f"fetching blob {digest}")[0])
+                key, response, out, bar, f"fetching blob {digest}")[0])
         finally:
-            body.close()
+            response["Body"].close()
             if bar is not None:
                 bar.close()
 
     def verify(self, digest: str) -> bool:
-        response = self._get(self.key_of(digest), f"no blob {digest}")
-        found, _ = self._read_hashing(response["Body"], _Discard(), None, f"verifying blob {digest}")
+        key = self.key_of(digest)
+        response = self._get(key, f"no blob {digest}")
+        found, _ = self._read_hashing(key, response, _Discard(), None, f"verifying blob {digest}")
         return found == digest
 
     def delete(self, digest: str) -> None:
@@ -681,13 +727,13 @@ class S3ArtifactStore(ArtifactStore):
             _check_digest(expected)
         for _ in range(3):
             response = self._get(key, f"nothing was uploaded to {key}")
-            digest, size = self._read_hashing(response["Body"], _Discard(), None, f"reading upload {key}")
-            if expected is not None and digest != expected:
-                self._delete_quietly(key)
-                raise ArtifactIntegrityError(
-                    f"the upload {key} hashes to {digest}, not to the expected {expected}; it was discarded",
-                    digest=expected)
             try:
+                digest, size = self._read_hashing(key, response, _Discard(), None, f"reading upload {key}")
+                if expected is not None and digest != expected:
+                    self._delete_quietly(key)
+                    raise ArtifactIntegrityError(
+                        f"the upload {key} hashes to {digest}, not to the expected {expected}; it was discarded",
+                        digest=expected)
                 self._publish(key, digest, size, etag=response.get("ETag"))
             except PodstackError as exc:
                 if getattr(exc, "code", None) in ("PreconditionFailed", "412"):

@@ -21,7 +21,7 @@ import pytest
 
 from podstack_jupyter.artifacts import PROGRESS_BYTES, S3ArtifactStore, open_store
 from podstack_jupyter.errors import (ArtifactIntegrityError, ArtifactNotFoundError, ConfigurationError,
-                                     InvalidArgumentError)
+                                     InvalidArgumentError, PodstackError)
 
 MiB = 1 << 20
 
@@ -55,7 +55,7 @@ def store(s3):
     """A store on a fresh prefix, with small parts so that a few MB already take the multipart path."""
     client = s3.client()
     store = S3ArtifactStore(s3.new_root(), client=client)
-    store.multipart_threshold = store.part_size = 5 * MiB  # S3's smallest part
+    store.multipart_threshold = store.part_size = store.download_part_size = 5 * MiB  # S3's smallest part
     store.calls = Calls(client)
     return store
 
@@ -282,7 +282,7 @@ def test_threads_storing_the_same_blob_while_a_reader_copies_it(store, tmp_path)
 def test_memory_stays_bounded_for_a_large_file(store, tmp_path):
     big = tmp_path / "big.bin"
     with open(big, "wb") as f:
-        for _ in range(80):
+        for _ in range(96):
             f.write(os.urandom(MiB))
     store.max_concurrency = 2
     tracemalloc.start()
@@ -294,11 +294,26 @@ def test_memory_stays_bounded_for_a_large_file(store, tmp_path):
         _, get_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert size == 80 * MiB and store.calls.count("UploadPart") == 16
-    # parts in flight (2 x 5 MB) + the one being read, plus what botocore holds per request: not the file
-    assert put_peak < 40 * MiB, put_peak
-    assert get_peak < 24 * MiB, get_peak
+    assert size == 96 * MiB and store.calls.count("UploadPart") == 20
+    assert store.calls.count("GetObject") == 96 // 5 + 1  # read in 5 MB ranges, two at a time
+    # a few parts of 5 MB in flight or in hand (and botocore's copies of them), never the whole file
+    assert put_peak < 48 * MiB, put_peak
+    assert get_peak < 48 * MiB, get_peak
     assert (tmp_path / "copy.bin").read_bytes() == big.read_bytes()
+
+
+def test_a_blob_replaced_during_a_ranged_download_is_not_mixed_in(store, s3, tmp_path):
+    digest, _ = store.put_bytes(os.urandom(12 * MiB))  # read in three ranges
+    writer, replaced = s3.client(), []
+
+    def replace_before_the_second_range(params, **_):
+        if "Range" in params and not replaced:  # another process rewrites the object meanwhile
+            replaced.append(writer.put_object(Bucket=store.bucket, Key=store.key_of(digest), Body=os.urandom(MiB)))
+
+    store._s3().meta.events.register("before-parameter-build.s3.GetObject", replace_before_the_second_range)
+    with pytest.raises(PodstackError, match="PreconditionFailed"):
+        store.get_file(digest, tmp_path / "out.bin")
+    assert replaced and files_under(tmp_path) == []
 
 
 def test_progress_bar_only_for_large_transfers(store, tmp_path, capfd):
