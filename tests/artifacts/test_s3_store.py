@@ -450,8 +450,9 @@ def test_an_altered_get_url_is_refused(store):
     assert httpx.get(url.split("?")[0]).status_code == 403  # no signature at all
 
 
-def test_presigned_put_then_finalize_makes_a_verified_blob(store, tmp_path):
-    payload = os.urandom(2 * MiB)
+@pytest.mark.parametrize("size", [2 * MiB, 12 * MiB], ids=["one-read", "ranged-reads"])
+def test_presigned_put_then_finalize_makes_a_verified_blob(store, tmp_path, size):
+    payload = os.urandom(size)
     upload = store.presigned_put(expires=120)
     assert upload.key.startswith(store.prefix + "/incoming/") and upload.headers == {} and upload.method == "PUT"
     assert upload.expires_at > time.time() + 100
