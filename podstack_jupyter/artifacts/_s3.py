@@ -19,7 +19,8 @@ The same guarantees as the local folder hold:
   incoming object) is swept a day later;
 - content already stored is not sent again;
 - reads through ``get_file`` hash what they copy and refuse a blob whose content no longer
-  matches its name (``ArtifactIntegrityError``, nothing written at the destination).
+  matches its name (``ArtifactIntegrityError``, nothing written at the destination); large
+  blobs are read in parallel ranges, all of one version of the object.
 
 For a team server, signed URLs let clients move the bytes without credentials::
 
