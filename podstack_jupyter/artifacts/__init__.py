@@ -10,6 +10,9 @@ which path, is recorded by the tracking store; equal files are stored once::
 
 ``ArtifactStore`` is the interface a backend implements: ``LocalArtifactStore`` (a folder),
 ``S3ArtifactStore`` (``PODSTACK_ARTIFACT_ROOT=s3://bucket/prefix``, with signed URLs).
+
+Julia-compatible ``Artifacts.toml`` (``artifact``, ``create_artifact``, ``bind_artifact``,
+``compute_git_tree_sha1``, ...) lives in ``artifacts.julia``; its names are also here.
 """
 
 from __future__ import annotations
@@ -23,6 +26,19 @@ from ._s3 import PresignedUpload, S3ArtifactStore  # boto3 itself is imported on
 
 __all__ = ["ArtifactStore", "LocalArtifactStore", "S3ArtifactStore", "PresignedUpload", "open_store",
            "PROGRESS_BYTES"]
+
+# Artifacts.toml support, imported on first use (keeps `import podstack` fast)
+from ._julia_names import JULIA_NAMES as _JULIA_NAMES  # noqa: E402
+
+__all__ += _JULIA_NAMES
+
+
+def __getattr__(name: str):
+    if name in _JULIA_NAMES:
+        from . import julia
+
+        return getattr(julia, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _stores: dict[str, ArtifactStore] = {}
 _lock = threading.Lock()
