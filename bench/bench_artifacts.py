@@ -8,7 +8,8 @@ One file of --mb random bytes, each step --repeat times (the median is shown):
     to the digest's key, hashing again what it sends); get: ``get_file`` (streamed, hashed, verified)
   - podstack S3 put of content already stored (hash, one HEAD, nothing sent)
   - boto3 ``upload_file`` / ``download_file`` of the same file (s3transfer, 10 threads, no hashing):
-    the plain-SDK baseline on the same server
+    the plain-SDK baseline on the same server; and the same with the sha256 that content
+    addressing (before the upload) or verifying (after the download) adds
   - podstack local store put/get (a folder: hashing copy + fsync; the embedded default)
   - machine limits: sha256 of the file in memory, and a plain file copy
 Ratios are baseline time / podstack time (above 1: podstack is faster). The S3 server runs on the
@@ -33,6 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the
 from _services.s3 import SeaweedS3  # noqa: E402
 
 from podstack_jupyter.artifacts import LocalArtifactStore, S3ArtifactStore  # noqa: E402
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def main() -> None:
@@ -75,6 +84,12 @@ def main() -> None:
                 ("S3 get (verified)", fresh_file, lambda dest: stored.get_file(digest, dest, progress=False)),
                 ("boto3 download_file", fresh_file,
                  lambda dest: client.download_file(bucket, "plain/payload", str(dest))),
+                # what verifying a plain download takes: download, then hash the file
+                ("boto3 download + sha256", fresh_file,
+                 lambda dest: (client.download_file(bucket, "plain/payload", str(dest)), file_sha256(dest))),
+                # what content addressing with plain boto3 takes: hash (the key), then upload
+                ("sha256 + boto3 upload", lambda: None,
+                 lambda _: client.upload_file(str(source), bucket, f"plain/{file_sha256(source)}")),
                 ("local put (new content)", lambda: LocalArtifactStore(work / uuid.uuid4().hex),
                  lambda store: store.put_file(source, progress=False)),
                 ("local get (verified)", fresh_file, lambda dest: local.get_file(digest, dest, progress=False)),
@@ -102,7 +117,9 @@ def main() -> None:
     print("\nratios (baseline time / podstack time; above 1: podstack faster)")
     for label, baseline, ours in [
         ("put: boto3 upload_file / podstack S3 put", "boto3 upload_file", "S3 put (new content)"),
+        ("put: sha256 + boto3 upload / podstack S3 put", "sha256 + boto3 upload", "S3 put (new content)"),
         ("get: boto3 download_file / podstack S3 get", "boto3 download_file", "S3 get (verified)"),
+        ("get: boto3 download + sha256 / podstack S3 get", "boto3 download + sha256", "S3 get (verified)"),
         ("re-put: boto3 upload_file / podstack S3 known put", "boto3 upload_file", "S3 put (already stored)"),
         ("put: local store / S3 store", "local put (new content)", "S3 put (new content)"),
         ("get: local store / S3 store", "local get (verified)", "S3 get (verified)"),
