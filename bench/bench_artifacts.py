@@ -97,9 +97,12 @@ def main() -> None:
                 ("plain file copy", fresh_file, lambda dest: shutil.copyfile(source, dest)),
             ]
             times: dict[str, list[float]] = {name: [] for name, _, _ in steps}
-            for _ in range(args.repeat):
-                for name, setup, step in steps:
+            for round_ in range(args.repeat):
+                # each round starts one step later, so that no step always follows the same one (an
+                # upload leaves the server writing back to disk for a while after it returns)
+                for name, setup, step in steps[round_ % len(steps):] + steps[:round_ % len(steps)]:
                     state = setup()
+                    os.sync()  # no dirty pages of the previous step left to write back during this one
                     started = time.perf_counter()
                     step(state)
                     times[name].append(time.perf_counter() - started)
