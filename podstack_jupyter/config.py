@@ -21,8 +21,8 @@ the ``PODSTACK_`` prefix):
 ``PODSTACK_REGISTRY_URL``  URL of a ``podstack server``: the tracking store when set
 ``PODSTACK_TRACKING_URI``  URL of the tracking store: ``sqlite:///...`` (default: a file in
                            the home) or ``postgresql://...``
-``PODSTACK_ARTIFACT_ROOT`` where artifact files go: a folder or a URL (``file://``; default
-                           <home>/artifacts)
+``PODSTACK_ARTIFACT_ROOT`` where artifact files go: a folder or a URL (``file://``,
+                           ``s3://bucket/prefix``; default <home>/artifacts)
 ``PODSTACK_BACKEND``       compute backend for ``%%gpu``: ``local`` (default)
 ``PODSTACK_LOCAL_GPUS``    declared GPU inventory for the local backend, e.g. ``L40S:2,T4``
 ``PODSTACK_IDLE_TIMEOUT``  seconds after which an idle GPU session is stopped (0 = never)

@@ -128,8 +128,8 @@ def test_import_is_lazy():
 
 def test_an_artifact_root_no_repository_serves_is_refused_and_never_shown_as_in_use(monkeypatch, tmp_path):
     before = config.settings()
-    with pytest.raises(ConfigurationError, match="artifact_root s3://bucket/prefix cannot be used"):
-        podstack.init(artifact_root="s3://bucket/prefix")
+    with pytest.raises(ConfigurationError, match="artifact_root gs://bucket/prefix cannot be used"):
+        podstack.init(artifact_root="gs://bucket/prefix")
     assert config.settings() == before
     podstack.init(artifact_root=f"file://{tmp_path / 'files'}")
     assert config.settings().artifact_dir == tmp_path / "files"

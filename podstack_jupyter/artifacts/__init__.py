@@ -14,11 +14,11 @@ through a small registry of URL schemes:
 ==========================  ======================================================
 a folder path               :class:`LocalArtifactStore`
 ``file:///path/to/folder``  :class:`LocalArtifactStore`
+``s3://bucket/prefix``      :class:`S3ArtifactStore` (any S3-compatible server; signed URLs)
 ==========================  ======================================================
 
-A new backend is one module and one entry:
-``register_repository("s3", "podstack_jupyter.artifacts._s3:S3ArtifactStore")``;
-its class is called with the URL.
+A new backend is one module and one entry (``register_repository("s3", S3ArtifactStore)``
+is S3's); its class is called with the URL.
 
 Julia-compatible ``Artifacts.toml`` (``artifact``, ``create_artifact``, ``bind_artifact``,
 ``compute_git_tree_sha1``, ...) lives in ``artifacts.julia``; its names are also here.
@@ -33,12 +33,13 @@ from urllib.parse import unquote, urlsplit
 from ..errors import ConfigurationError
 from ._base import PROGRESS_BYTES, ArtifactStore
 from ._local import LocalArtifactStore
+from ._s3 import PresignedUpload, S3ArtifactStore  # boto3 itself is imported on first use
 
-__all__ = ["ArtifactStore", "LocalArtifactStore", "open_store", "open_repository", "register_repository",
-           "repository_schemes", "check_settings", "PROGRESS_BYTES"]
+__all__ = ["ArtifactStore", "LocalArtifactStore", "S3ArtifactStore", "PresignedUpload", "open_store",
+           "open_repository", "register_repository", "repository_schemes", "check_settings", "PROGRESS_BYTES"]
 
 # scheme -> ArtifactStore class or factory taking the URL, or "module:attribute" naming one
-_REPOSITORIES: dict[str, object] = {}
+_REPOSITORIES: dict[str, object] = {"s3": S3ArtifactStore}
 
 # Artifacts.toml support, imported on first use (keeps `import podstack` fast)
 from ._julia_names import JULIA_NAMES as _JULIA_NAMES  # noqa: E402
@@ -108,7 +109,7 @@ def open_repository(url) -> ArtifactStore:
     scheme = _scheme(url)
     target = _REPOSITORIES.get(scheme)
     if target is None:
-        raise ConfigurationError(f"no artifact store serves {scheme}:// URLs here ({url}); "
+        raise ConfigurationError(f"artifact root {url}: no store serves this URL (none for {scheme}:// here); "
                                  f"use a folder or one of {[s + '://' for s in repository_schemes()]}")
     if isinstance(target, str):
         module, _, attribute = target.partition(":")

@@ -21,21 +21,22 @@ def test_a_folder_or_a_file_url_is_a_local_repository(tmp_path):
 
 
 def test_an_unserved_scheme_is_refused_and_a_registered_one_is_used(tmp_path, monkeypatch):
-    with pytest.raises(ConfigurationError, match="no artifact store serves s3:// URLs"):
-        open_repository("s3://bucket/prefix")
+    assert isinstance(open_repository("s3://bucket/prefix"), artifacts.S3ArtifactStore)  # S3's entry
+    with pytest.raises(ConfigurationError, match="no store serves this URL .none for gs:// here"):
+        open_repository("gs://bucket/prefix")
     opened = []
 
-    class BucketStore(LocalArtifactStore):  # a real store standing in for S3: what one registry entry does
+    class BucketStore(LocalArtifactStore):  # a real store standing in for another cloud: one registry entry
         def __init__(self, url):
             opened.append(url)
             super().__init__(tmp_path / "bucket")
 
-    monkeypatch.setitem(artifacts._REPOSITORIES, "s3", BucketStore)
+    monkeypatch.setitem(artifacts._REPOSITORIES, "gs", BucketStore)
     monkeypatch.setattr(artifacts, "_stores", {})
-    monkeypatch.setenv("PODSTACK_ARTIFACT_ROOT", "s3://bucket/prefix")
+    monkeypatch.setenv("PODSTACK_ARTIFACT_ROOT", "gs://bucket/prefix")
     config.reset()
     store = open_store()
-    assert isinstance(store, BucketStore) and opened == ["s3://bucket/prefix"] and open_store() is store
-    assert "artifacts: s3://bucket/prefix" in config.describe()
+    assert isinstance(store, BucketStore) and opened == ["gs://bucket/prefix"] and open_store() is store
+    assert "artifacts: gs://bucket/prefix" in config.describe()
     with pytest.raises(ValueError, match="scheme must be a word"):
-        register_repository("s3+x", BucketStore)
+        register_repository("gs+x", BucketStore)
