@@ -19,6 +19,7 @@ import time
 
 from ..errors import InvalidArgumentError, PodstackError
 from ._entities import iso
+from ._publish import publish_points
 
 __all__ = ["Run", "active_runs", "metric_buffer", "clean_metrics"]
 
@@ -31,8 +32,8 @@ class Run:
     ``params``, ``metrics`` (latest value per key), ``tags``, ``source`` (code text), ``gpu``.
 
     The one ``registry.start_run()`` returns is also the way to log into it
-    (``run.log_params``, ``run.log_metrics``, ``run.log_dataset``, ``run.log_artifact``,
-    ``run.log_model``...) and a context manager that ends it: ``completed`` when the
+    (``run.log_params``, ``run.log_metrics``, ``run.log_dataset``, ``run.log_artifact``...;
+    a model: ``registry.log_model(model)`` inside the run) and a context manager that ends it: ``completed`` when the
     block ends normally, ``failed`` on an exception, ``killed`` on KeyboardInterrupt.
     """
 
@@ -124,13 +125,6 @@ class Run:
         from . import registry
 
         return registry.log_artifact(local_path, artifact_path, run_id=self.id)
-
-    def log_model(self, model, artifact_path: str = "model", framework: str | None = None,
-                  metadata: dict | None = None) -> str:
-        from . import registry
-
-        return registry.log_model(model, artifact_path=artifact_path, framework=framework, metadata=metadata,
-                                  run_id=self.id)
 
     def get_metric_history(self, key: str):
         from . import registry
@@ -338,6 +332,7 @@ class _MetricBuffer:
                             f"could not write {len(self._failed)} metric points to {store!r}: {exc}. "
                             "They are kept in memory and retried.") from exc
                     return
+                publish_points(batch)
             self._error = None
 
     def forget_run(self, run_id: str) -> None:
