@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from ..errors import CellSyntaxError, PodstackError, RemoteExecutionError, SerializationError, SessionDiedError
 from . import hooks, wire
 from .namespace import CellNames, analyze_tree, globals_of, shippable
-from .session import CapturingSink, GPUSession, OutputSink, StepResult, sessions
+from .session import GPUSession, OutputSink, StepResult, sessions
 from .spec import GPUSpec
 
 __all__ = ["run_cell", "run_step", "run_code", "call", "push_names", "pull_names", "RemoteResult", "Landed",

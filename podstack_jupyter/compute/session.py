@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import config, events
-from ..errors import ExecutionTimeoutError, PodstackError, SerializationError, SessionDiedError
+from ..errors import ExecutionTimeoutError, PodstackError, SessionDiedError
 from . import hooks, wire
 from .agent import RPC_PROMPT
 from .backends import Allocation, Backend, Connection, Environment, get_backend
