@@ -26,7 +26,6 @@ written by the time a run ends (or ``flush()`` returns).
 
 from __future__ import annotations
 
-import atexit
 import os
 import posixpath
 import tempfile
@@ -41,7 +40,7 @@ from . import datasets as _datasets
 from ._entities import Dataset, Experiment, MetricHistory, MetricPoint, ModelVersion, RegisteredModel, iso
 from ._search import dict_clauses, make_clause, parse_filter, parse_order_by
 from .relay import notebook_context
-from .runs import Run, active_runs, clean_metrics, metric_buffer
+from .runs import STEP_MAX, STEP_MIN, Run, active_runs, clean_metrics, clean_step, metric_buffer
 from .store import MODEL_STAGES, RUN_STATUSES, current_store, in_gpu_session, reset_store
 
 __all__ = [
@@ -67,7 +66,10 @@ _known_runs: set = set()                      # run ids checked to exist (so log
 
 
 def _store():
-    return current_store()
+    store = current_store()
+    if store is not metric_buffer.store:
+        metric_buffer.attach(store)  # points go to the store they were logged for; dead journals recovered
+    return store
 
 
 metric_buffer.store_for = _store
@@ -78,10 +80,7 @@ in_gpu_session()  # inside a GPU session's kernel: log through the session to th
 def _reset_store() -> None:
     """Write buffered metrics, then forget the opened store (``podstack.init`` calls this)."""
     global _experiment_cache
-    try:
-        metric_buffer.flush()
-    except PodstackError:
-        pass  # the points stay queued and go to the next store
+    metric_buffer.detach()  # what it cannot write stays in its journal for the next opener of that store
     reset_store()
     _experiment_cache = None
     _known_runs.clear()
@@ -192,8 +191,10 @@ def start_run(name: str | None = None, nested: bool = False, tags: dict | None =
     ``failed`` on an exception, ``killed`` on KeyboardInterrupt. Without ``with``, end it with
     ``registry.end_run()``.
 
-    While a run is active, starting another needs ``nested=True``: the new run is its child
-    (``parent_run_id``) in the same experiment. ``experiment_id`` overrides the current
+    Active runs are per thread (as in MLflow): while a run is active in this thread, starting
+    another needs ``nested=True``: the new run is its child (``parent_run_id``) in the same
+    experiment. Other threads start their own runs, or log into one handed to them
+    (``run.log_metrics``, ``run_id=``). ``experiment_id`` overrides the current
     experiment (``set_experiment``, else ``Default``); ``run_id`` resumes an existing run
     (status back to ``running``); ``source`` is code text to keep with the run.
     """
@@ -211,6 +212,7 @@ def start_run(name: str | None = None, nested: bool = False, tags: dict | None =
         if active_runs.find(run_id) is not None:
             raise InvalidArgumentError(f"run {run_id!r} is already active")
         record = _fetch_run(run_id)
+        metric_buffer.run_started(run_id)
         fields = {"status": "running", "end_time": None}
         if name is not None:
             fields["name"] = name
@@ -231,6 +233,7 @@ def start_run(name: str | None = None, nested: bool = False, tags: dict | None =
                   "parent_run_id": parent.id if parent is not None else None, "status": "running",
                   "start_time": time.time(), "end_time": None, "source": source, "gpu": gpu,
                   "tags": {str(k): str(v) for k, v in (tags or {}).items()}}
+        metric_buffer.run_started(new_id)  # first: if this process dies, the run is marked killed
         store.create_run(record)
         run = Run(record)
     _known_runs.add(run.id)
@@ -239,7 +242,7 @@ def start_run(name: str | None = None, nested: bool = False, tags: dict | None =
 
 
 def active_run() -> Run | None:
-    """The innermost active run, or ``None``."""
+    """The innermost active run of the calling thread, or ``None``."""
     return active_runs.top()
 
 
@@ -263,6 +266,7 @@ def end_run(status: str = "completed", *, run_id: str | None = None) -> None:
         if not ended:  # not active here: just record the status
             _fetch_run(run_id)
             store.update_run(run_id, {"status": status, "end_time": now})
+            metric_buffer.run_ended(run_id)
         for run in ended:
             store.update_run(run.id, {"status": status, "end_time": now})
             metric_buffer.forget_run(run.id)
@@ -282,6 +286,13 @@ def _target_run(run_id: str | None, what: str) -> str:
     if run_id is None:
         run = active_runs.top()
         if run is None:
+            elsewhere = active_runs.elsewhere()
+            if elsewhere:
+                thread, other = elsewhere[0]
+                raise InvalidArgumentError(
+                    f"{what}: no active run in this thread (active runs are per thread; thread {thread!r} has "
+                    f"run {other.name!r}). Pass run_id={other.id!r}, or call the run's own method "
+                    "(run.log_metrics(...)) from this thread")
             raise InvalidArgumentError(f"{what}: no active run. Start one with registry.start_run() "
                                        "(or podstack.run / %%track), or pass run_id=")
         return run.id
@@ -338,11 +349,8 @@ def log_metrics(metrics: dict, step: int | None = None, *, run_id: str | None = 
         run_id = _target_run(run_id, "log_metrics")
         run = active_runs.find(run_id)
     clean = clean_metrics(metrics)
-    if step is not None and type(step) is not int:
-        try:
-            step = int(step.__index__())
-        except AttributeError:
-            raise InvalidArgumentError(f"log_metrics: step must be an integer, got {step!r}") from None
+    if step is not None and (type(step) is not int or not STEP_MIN <= step <= STEP_MAX):
+        step = clean_step(step)
     metric_buffer.add(run_id, clean, step, time.time())
     if run is not None:
         run.metrics.update(clean)
@@ -843,13 +851,3 @@ def load_model(model_name: str, version: int | None = None, stage: str | None = 
     from .. import models
 
     return models.load_model_from_dir(str(cache), framework=framework)
-
-
-@atexit.register
-def _end_runs_at_exit():
-    # Runs still open when the interpreter exits normally are complete; write what they logged.
-    while active_runs.all():  # this process's own runs (not a notebook's run a GPU session logs into)
-        try:
-            end_run("completed", run_id=active_runs.all()[-1].id)
-        except Exception:  # noqa: BLE001 - nothing left to report to at exit
-            active_runs.clear()
