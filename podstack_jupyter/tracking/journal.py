@@ -699,6 +699,9 @@ def _segments_of(folder: Path) -> list:
         finally:
             os.close(fd)
         magic, order, record, _, capacity, committed, attempted = _HEADER.unpack_from(mm, 0)
+        if magic == bytes(len(_MAGIC)):  # the process died creating it, before any record
+            mm.close()
+            continue
         if magic != _MAGIC or order != _BYTE_ORDER or record != _R:
             mm.close()
             raise ValueError(f"{path} is not a podstack journal segment of this machine's format")

@@ -42,8 +42,9 @@ class Run:
 
     The one ``registry.start_run()`` returns is also the way to log into it
     (``run.log_params``, ``run.log_metrics``, ``run.log_dataset``, ``run.log_artifact``,
-    ``run.log_model``...) and a context manager that ends it: ``completed`` when the
-    block ends normally, ``failed`` on an exception, ``killed`` on KeyboardInterrupt.
+    ``run.log_model``...), from any thread, and a context manager that ends it: ``completed``
+    when the block ends normally (or by ``sys.exit(0)``), ``failed`` on an exception,
+    ``killed`` on KeyboardInterrupt.
     """
 
     def __init__(self, record: dict):
@@ -177,7 +178,7 @@ class Run:
     def __exit__(self, exc_type, exc, tb):
         if self.status != "running":
             return False
-        if exc_type is None:
+        if exc_type is None or (issubclass(exc_type, SystemExit) and getattr(exc, "code", None) in (None, 0)):
             status = "completed"
         elif issubclass(exc_type, KeyboardInterrupt):
             status = "killed"
