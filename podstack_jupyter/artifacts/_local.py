@@ -8,11 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:  # Windows: leftovers are swept by age only
-    fcntl = None
-
+from .._locks import hold, take_if_abandoned
 from ..errors import ArtifactIntegrityError, ArtifactNotFoundError, InvalidArgumentError
 from ._base import ArtifactStore, progress_bar
 
@@ -64,24 +60,11 @@ def _copy_hashing(src, out, bar) -> tuple[str, int]:
 
 def _writer_is_dead(path) -> bool:
     """Whether no process holds the upload lock on ``path`` (its writer died)."""
-    if fcntl is None:
+    fd = take_if_abandoned(path)
+    if fd is None:
         return False
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return False  # an upload is writing it
-    try:
-        # the same file still (not renamed to its blob meanwhile)
-        return os.stat(path).st_ino == os.fstat(fd).st_ino
-    except FileNotFoundError:
-        return False
-    finally:
-        os.close(fd)
+    os.close(fd)
+    return True
 
 
 def _remove_quietly(path) -> None:
@@ -145,8 +128,7 @@ class LocalArtifactStore(ArtifactStore):
         fd, tmp = tempfile.mkstemp(prefix=_INCOMING, dir=self.blobs)
         out = os.fdopen(fd, "wb")
         try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # held until the file is renamed: "a live upload writes here"
+            hold(fd)  # until the file is renamed: "a live upload writes here"
             digest, size = _copy_hashing(stream, out, bar)
             out.flush()
             os.fsync(out.fileno())

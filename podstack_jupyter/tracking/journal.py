@@ -65,11 +65,7 @@ import zlib
 from operator import eq
 from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; journals are kept in memory only
-    fcntl = None
-
+from .._locks import HAVE_FLOCK, hold, take_if_abandoned
 from ..errors import InvalidArgumentError
 
 __all__ = ["Journal", "Batch", "WriteOutcome", "write_series", "set_aside", "journal_directory", "durable_url",
@@ -91,7 +87,7 @@ _pack = _RECORD.pack_into
 _FIRST_CAPACITY = 1 << 15                     # records in the first segment (1 MiB); doubles up to:
 _MAX_CAPACITY = 1 << 19                       # 16 MiB segments
 
-_SLOT, _RUN_STARTED, _RUN_ENDED, _ABOUT = 1, 2, 3, 4
+_SLOT, _RUN_STARTED, _RUN_ENDED = 1, 2, 3
 _LOG_HEAD = struct.Struct("=IB")
 _CRC = struct.Struct("=I")
 _SLOT_HEAD = struct.Struct("=IH")
@@ -113,7 +109,7 @@ def _store_identity(url: str) -> str:
 
 def durable_url(url) -> bool:
     """Whether points for a store at ``url`` can outlive this process (not an in-memory database)."""
-    return isinstance(url, str) and fcntl is not None and ":memory:" not in url and "mode=memory" not in url \
+    return isinstance(url, str) and HAVE_FLOCK and ":memory:" not in url and "mode=memory" not in url \
         and url not in ("sqlite://", "sqlite:///")
 
 
@@ -239,10 +235,9 @@ class Journal:
     the same records in anonymous memory (``in_memory``: stores without a URL, such as the relay of
     a GPU session, or where the file system cannot hold one). Any thread logs; one flusher reads."""
 
-    def __init__(self, folder: Path | None, store_dir: Path | None = None, about: dict | None = None):
+    def __init__(self, folder: Path | None, about: dict | None = None):
         self.folder = folder
         self._durable = folder is not None
-        self.store_dir = store_dir
         self._lock = threading.Lock()
         self._acquire, self._release = self._lock.acquire, self._lock.release
         self._lock_fd = None
@@ -265,7 +260,7 @@ class Journal:
         folder = store_dir / f"{os.getpid()}-{secrets.token_hex(4)}"
         folder.mkdir(mode=0o700)
         try:
-            return cls(folder, store_dir, about)
+            return cls(folder, about)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -284,8 +279,8 @@ class Journal:
 
     def _open_files(self, about: dict) -> None:
         fd = os.open(self.folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._lock_fd = fd
+        hold(fd)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), **about}
         os.write(fd, json.dumps(info).encode())
         self._log_fd = os.open(self.folder / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -646,28 +641,6 @@ def _read_log(path: Path) -> tuple[dict, list, set]:
     return slots, started, ended
 
 
-def _lock_dead(folder: Path):
-    """The fd of ``folder/lock`` locked by us when its owner is dead, else ``None``."""
-    path = folder / "lock"
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None  # alive, or being recovered by another process
-    try:
-        same = os.stat(path).st_ino == os.fstat(fd).st_ino  # not a folder another recovery just removed
-    except FileNotFoundError:
-        same = False
-    if not same:
-        os.close(fd)
-        return None
-    return fd
-
-
 def _history_counts(store, run_id: str, key: str) -> collections.Counter:
     found = store.get_metric_history(run_id, key) or {}
     counts = collections.Counter()
@@ -729,10 +702,10 @@ def recover(store, store_dir: Path, *, batch_points: int = 200_000) -> dict:
     Returns ``{"journals", "points", "duplicates_skipped", "runs_killed", "rejected", "kept"}``;
     a journal that could not be written (the store refused everything) is kept for a later try."""
     summary = {"journals": 0, "points": 0, "duplicates_skipped": 0, "runs_killed": [], "rejected": 0, "kept": 0}
-    if fcntl is None or not store_dir.is_dir():
+    if not HAVE_FLOCK or not store_dir.is_dir():
         return summary
     for folder in sorted(p for p in store_dir.iterdir() if p.is_dir()):
-        fd = _lock_dead(folder)
+        fd = take_if_abandoned(folder / "lock")  # its process is dead, and nobody else is recovering it
         if fd is None:
             if not (folder / "lock").exists() and _older_than(folder, 60):
                 shutil.rmtree(folder, ignore_errors=True)  # died before it could journal anything

@@ -27,8 +27,8 @@ import time
 from .. import events
 from ..errors import InvalidArgumentError, PodstackError
 from ._entities import iso
-from .journal import STEP_MAX, STEP_MIN, Journal, _Closed, durable_url, journal_directory, reason, recover, \
-    set_aside, write_series
+from .journal import (STEP_MAX, STEP_MIN, Journal, durable_url, journal_directory, reason, recover, set_aside,
+                      write_series)
 
 __all__ = ["Run", "active_runs", "metric_buffer", "clean_metrics", "clean_step", "STEP_MIN", "STEP_MAX"]
 
