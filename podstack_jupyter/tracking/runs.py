@@ -203,7 +203,8 @@ class _ActiveRuns:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._stacks: dict = {}  # id(stack) -> (thread, stack): every thread's stack, for find() and exit
+        self._stacks: dict = {}  # id(stack) -> (thread, stack): every thread's stack, for all() and exit
+        self._by_id: dict = {}   # run id -> Run, every thread's (a run is active in one thread at most)
         self._local = _ThreadRuns(self)
         # () -> Run | None: a run active elsewhere that this process logs into when it has none
         # of its own (inside a GPU session: the notebook's %%track run)
@@ -232,7 +233,10 @@ class _ActiveRuns:
         from . import _exit
 
         run._pid = os.getpid()  # only this process ends it at exit (not a forked child)
-        self._local.runs.append(run)
+        runs = self._local.runs  # (outside the lock: a thread's first access registers its stack under it)
+        with self._lock:
+            runs.append(run)
+            self._by_id[run.id] = run
         _exit.install()
 
     def _all_stacks(self) -> list:
@@ -249,17 +253,14 @@ class _ActiveRuns:
                     if run.id == run_id:
                         removed = stack[i:][::-1]
                         del stack[i:]
+                        for gone in removed:
+                            self._by_id.pop(gone.id, None)
                         return removed
         return []
 
     def find(self, run_id: str) -> Run | None:
         """The active ``Run`` with this id, in this thread or another."""
-        mine = self._local.runs
-        for stack in [mine] + [s for s in self._all_stacks() if s is not mine]:
-            for run in list(stack):
-                if run.id == run_id:
-                    return run
-        return None
+        return self._by_id.get(run_id)
 
     def all(self) -> list[Run]:
         """Every thread's active runs (each thread's outermost first)."""
@@ -275,11 +276,13 @@ class _ActiveRuns:
         for stack in self._all_stacks():
             with self._lock:
                 stack.clear()
+        self._by_id.clear()
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
         mine = self._local.runs
         self._stacks = {id(mine): (threading.current_thread(), mine)}
+        self._by_id = {run.id: run for run in mine}
 
 
 active_runs = _ActiveRuns()
