@@ -6,9 +6,11 @@ out-of-memory kill), so once the call has returned the point is either in the st
 in the journal. The background flusher moves points from the journal to the store and
 records how far it got; the next process that opens the same store recovers the journals
 of dead processes into the store, exactly once, and marks the runs they left open
-``killed``. A machine crash (power loss, kernel panic) can lose what the kernel had not
-written to disk yet: the journal is synced to disk after each flush that leaves points
-behind, so that is at most about a second of points.
+``killed``. A machine crash (power loss, kernel panic) can lose what neither the store nor
+the disk holds yet: points reach the store within about half a second, and the journal is
+synced to disk whenever the store cannot take them (and when a process closes it with points
+left). What the store took is as durable as the store makes it (SQLite in WAL mode with
+``synchronous=NORMAL`` may roll back its last transactions on a power loss).
 
 Layout (``<podstack home>/journal/<store key>/``, private to the user; the store key is a
 hash of the store's URL without its password, so each store has its own journals)::
