@@ -1,6 +1,6 @@
 """podstack's tracking store side by side with MLflow's (both on SQLite), in one run.
 
-Run: python bench/bench_tracking.py [--points 1000000] [--runs 100000] [--kill-safe-only]
+Run: python bench/bench_tracking.py [--points 1000000] [--runs 100000] [--created 300] [--kill-safe-only]
 Needs: pip install -e ".[bench]"  (mlflow; a separate virtual environment keeps its pins apart)
 
 Measures:
@@ -9,7 +9,9 @@ Measures:
      MLflow: log_metric per call, and log_batch of 1,000 points
   2. get_metric_history of a --points-point metric
   3. search_runs with a metric filter over --runs runs
-  4. kill-safe logging (bench_kill_safe_logging): the same loop with podstack's metric journal on
+  4. creating a run: start, 5 params, 3 metrics, end (the fluent API of each; median over
+     batches of --created runs / 10 for MLflow, whose runs cost tens of milliseconds)
+  5. kill-safe logging (bench_kill_safe_logging): the same loop with podstack's metric journal on
      (every point survives a SIGKILL once log_metrics returns) and off (points in memory until
      flushed), MLflow's synchronous log_metric (kill-safe: one transaction a call) and asynchronous
      log_metric (not kill-safe); wall-clock and CPU time (the machine may be shared); then each
@@ -42,7 +44,20 @@ def timed(fn):
     return time.perf_counter() - started, result
 
 
-def bench_podstack(points: int, runs: int, home: str) -> dict:
+def _median_per_run(one, count: int, batches: int = 5) -> float:
+    """Seconds per call of ``one()``: the median over ``batches`` batches of ``count`` calls."""
+    for _ in range(max(3, count // 10)):
+        one()  # warm up: experiment cached, connections open
+    per_batch = []
+    for _ in range(batches):
+        started = time.perf_counter()
+        for _ in range(count):
+            one()
+        per_batch.append((time.perf_counter() - started) / count)
+    return sorted(per_batch)[len(per_batch) // 2]
+
+
+def bench_podstack(points: int, runs: int, home: str, created: int) -> dict:
     os.environ["PODSTACK_HOME"] = home
     import podstack
     from podstack import registry
@@ -79,10 +94,21 @@ def bench_podstack(points: int, runs: int, home: str) -> dict:
                                                         max_results=1000))
     assert len(found) == runs * 4 // 1000, len(found)
     out["search_s"] = seconds
+
+    registry.set_experiment("creation")
+
+    def one_run():
+        with registry.start_run("r"):
+            registry.log_params({"lr": 0.01, "batch": 32, "epochs": 3, "optimizer": "adam", "dropout": 0.1})
+            registry.log_metrics({"loss": 0.5}, step=0)
+            registry.log_metrics({"accuracy": 0.9}, step=0)
+            registry.log_metrics({"f1": 0.8}, step=0)
+
+    out["run_s"] = _median_per_run(one_run, created)
     return out
 
 
-def bench_mlflow(points: int, runs: int, directory: str) -> dict:
+def bench_mlflow(points: int, runs: int, directory: str, created: int) -> dict:
     import mlflow
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
@@ -136,6 +162,17 @@ def bench_mlflow(points: int, runs: int, directory: str) -> dict:
                                                       max_results=1000))
     assert len(found) == runs * 4 // 1000, len(found)
     out["search_s"] = seconds
+
+    mlflow.set_experiment("creation")
+
+    def one_run():
+        with mlflow.start_run(run_name="r"):
+            mlflow.log_params({"lr": 0.01, "batch": 32, "epochs": 3, "optimizer": "adam", "dropout": 0.1})
+            mlflow.log_metric("loss", 0.5, step=0)
+            mlflow.log_metric("accuracy", 0.9, step=0)
+            mlflow.log_metric("f1", 0.8, step=0)
+
+    out["run_s"] = _median_per_run(one_run, max(1, created // 10))
     return out
 
 
@@ -272,6 +309,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--created", type=int, default=300, help="runs per batch when timing run creation")
     parser.add_argument("--kill-safe-only", action="store_true", help="only the kill-safe logging comparison")
     args = parser.parse_args()
     if args.kill_safe_only:
@@ -280,8 +318,8 @@ def main():
             print_kill_safe(bench_kill_safe_logging(args.points, work))
         return
     with tempfile.TemporaryDirectory() as work:
-        ours = bench_podstack(args.points, args.runs, os.path.join(work, "podstack"))
-        theirs = bench_mlflow(args.points, args.runs, work)
+        ours = bench_podstack(args.points, args.runs, os.path.join(work, "podstack"), args.created)
+        theirs = bench_mlflow(args.points, args.runs, work, args.created)
         kill_safe = bench_kill_safe_logging(args.points, work)
     print(f"\n{'measure':44s} {'podstack':>14s} {'MLflow':>14s}  ratio")
     rows = [
@@ -289,7 +327,10 @@ def main():
         ("persisted throughput (points/s; MLflow log_batch)", "persisted_pts_s", "{:,.0f}", False),
         (f"get_metric_history, {args.points:,} points (s)", "history_s", "{:.3f}", True),
         (f"search_runs metric filter, {args.runs:,} runs (s)", "search_s", "{:.3f}", True),
+        ("run: start, 5 params, 3 metrics, end (ms)", "run_ms", "{:.2f}", True),
     ]
+    for figures in (ours, theirs):
+        figures["run_ms"] = figures["run_s"] * 1e3
     for label, key, fmt, lower_is_better in rows:
         ratio = theirs[key] / ours[key] if lower_is_better else ours[key] / theirs[key]
         print(f"{label:44s} {fmt.format(ours[key]):>14s} {fmt.format(theirs[key]):>14s}  {ratio:,.1f}x")

@@ -4,17 +4,25 @@ With nothing configured everything runs embedded: a local kernel for ``%%gpu``,
 a SQLite file and an artifact folder under the podstack home (``~/.podstack``
 or ``PODSTACK_HOME``).
 
+A setting is refused when nothing would use it, rather than accepted and ignored: each plane
+checks the settings it serves (entry points ``podstack.settings_checks``; the tracking plane
+refuses a store URL whose scheme no store serves, and ``api_key``/``project_id`` given for a
+store that has no use for them; the artifact plane an artifact root no repository serves).
+A check's ``ConfigurationError`` may carry ``setting``: the field it is about.
+
 Environment variables (each also a key of the config file, lower-case, without
 the ``PODSTACK_`` prefix):
 
 =========================  ==========================================================
 ``PODSTACK_HOME``          folder for the database, artifacts, environments (~/.podstack)
-``PODSTACK_API_KEY``       API key for ``podstack server``
-``PODSTACK_PROJECT_ID``    project on the server
+``PODSTACK_API_KEY``       API key for ``podstack server`` (used with a registry URL)
+``PODSTACK_PROJECT_ID``    project on the server (used with a registry URL)
 ``PODSTACK_API_URL``       compute API URL
-``PODSTACK_REGISTRY_URL``  tracking server URL; unset = embedded store
-``PODSTACK_TRACKING_URI``  SQLAlchemy URL of the store (default: SQLite file in the home)
-``PODSTACK_ARTIFACT_ROOT`` artifact folder or ``s3://bucket/prefix`` (default: <home>/artifacts)
+``PODSTACK_REGISTRY_URL``  URL of a ``podstack server``: the tracking store when set
+``PODSTACK_TRACKING_URI``  URL of the tracking store: ``sqlite:///...`` (default: a file in
+                           the home) or ``postgresql://...``
+``PODSTACK_ARTIFACT_ROOT`` where artifact files go: a folder or a URL (``file://``,
+                           ``s3://bucket/prefix``; default <home>/artifacts)
 ``PODSTACK_BACKEND``       compute backend for ``%%gpu``: ``local`` (default)
 ``PODSTACK_LOCAL_GPUS``    declared GPU inventory for the local backend, e.g. ``L40S:2,T4``
 ``PODSTACK_IDLE_TIMEOUT``  seconds after which an idle GPU session is stopped (0 = never)
@@ -25,13 +33,21 @@ the ``PODSTACK_`` prefix):
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 from pathlib import Path
 
 from .errors import ConfigurationError
 
-__all__ = ["Settings", "settings", "init", "reset", "describe"]
+__all__ = ["Settings", "settings", "init", "reset", "describe", "CHECKS_GROUP"]
+
+log = logging.getLogger("podstack.config")
+
+#: entry-point group of the planes' settings checks: ``check(settings, given)`` raises
+#: ``ConfigurationError`` for a setting the plane cannot serve (``given``: the names ``init()``
+#: set explicitly in this call; empty when the settings came from the environment)
+CHECKS_GROUP = "podstack.settings_checks"
 
 _FIELDS_FROM_ENV = (
     "home", "api_key", "project_id", "api_url", "registry_url", "tracking_uri",
@@ -49,19 +65,38 @@ class Settings:
     api_url: str | None = None
     registry_url: str | None = None
     tracking_uri: str | None = None
-    artifact_root: Path | None = None
+    artifact_root: str | None = None
     backend: str = "local"
     local_gpus: str | None = None
     idle_timeout: float = 0.0
 
     @property
+    def tracking_url(self) -> str:
+        """URL of the tracking store: the registry URL (a ``podstack server``) when set, else the
+        tracking URI, else the SQLite file in the home."""
+        return self.registry_url or self.tracking_uri or f"sqlite:///{self.home / 'podstack.db'}"
+
+    @property
     def database_url(self) -> str:
-        """SQLAlchemy URL of the tracking store (the SQLite file in the home by default)."""
-        return self.tracking_uri or f"sqlite:///{self.home / 'podstack.db'}"
+        """The same as ``tracking_url`` (its older name)."""
+        return self.tracking_url
+
+    @property
+    def artifact_url(self) -> str:
+        """Where artifact files go, as given: a folder or a URL (default ``<home>/artifacts``)."""
+        return self.artifact_root or str(self.home / "artifacts")
 
     @property
     def artifact_dir(self) -> Path:
-        return self.artifact_root or self.home / "artifacts"
+        """The artifact folder, when artifacts go to a local folder (a path or a ``file:`` URL)."""
+        root = self.artifact_url
+        if root.startswith("file://"):
+            from urllib.parse import unquote, urlsplit
+
+            return Path(unquote(urlsplit(root).path))
+        if "://" in root:
+            raise ConfigurationError(f"artifacts go to {root}, not to a local folder")
+        return Path(root).expanduser()
 
 
 _lock = threading.Lock()
@@ -99,8 +134,19 @@ def _resolve() -> Settings:
             values[field] = value
     values.update({k: v for k, v in _overrides.items() if v is not None})
     values["home"] = home
-    if values.get("artifact_root") is not None and "://" not in str(values["artifact_root"]):  # URLs stay text
-        values["artifact_root"] = Path(values["artifact_root"]).expanduser()
+    for field in ("api_key", "project_id", "api_url", "registry_url", "tracking_uri", "artifact_root",
+                  "backend", "local_gpus"):
+        value = values.get(field)
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise ConfigurationError(f"setting {field} must be text, got {type(value).__name__} {value!r}")
+        if value is not None:
+            values[field] = os.fspath(value)
+    if values.get("artifact_root") and "://" not in values["artifact_root"]:
+        values["artifact_root"] = str(Path(values["artifact_root"]).expanduser())
+    if values.get("registry_url") and values.get("tracking_uri") and values["registry_url"] != values["tracking_uri"]:
+        raise ConfigurationError(
+            f"both registry_url ({values['registry_url']}) and tracking_uri ({values['tracking_uri']}) name the "
+            "tracking store; set one of them")
     try:
         values["idle_timeout"] = float(values.get("idle_timeout") or 0)
     except ValueError:
@@ -118,20 +164,57 @@ def settings() -> Settings:
         return _current
 
 
+def _checks() -> list:
+    from importlib.metadata import entry_points
+
+    found = []
+    for entry in entry_points(group=CHECKS_GROUP):
+        try:
+            found.append(entry.load())
+        except Exception:  # noqa: BLE001 - a broken plugin must not stop configuration
+            log.exception("podstack: settings check %s could not be loaded", entry.value)
+    return found
+
+
+def check(resolved: Settings, given=()) -> None:
+    """Run every plane's settings check; ``ConfigurationError`` names what no plane can use."""
+    for plane_check in _checks():
+        plane_check(resolved, frozenset(given))
+
+
 def init(**overrides) -> Settings:
     """Set settings for this process (highest precedence) and return the result.
 
     Accepts every field of :class:`Settings`; ``None`` leaves a field to the
-    environment, config file or default.
+    environment, config file or default. A setting that nothing in this version
+    would use (a registry URL no tracking store serves, an API key for a store that
+    takes none) is a ``ConfigurationError``, and then nothing changes.
     """
     global _current
     unknown = set(overrides) - set(_FIELDS_FROM_ENV)
     if unknown:
         raise ConfigurationError(f"unknown setting(s) {sorted(unknown)}; valid: {list(_FIELDS_FROM_ENV)}")
+    given = {k for k, v in overrides.items() if v is not None}
     with _lock:
+        previous = (dict(_overrides), _current)
         _overrides.update(overrides)
         _current = None
-    return settings()
+        try:
+            candidate = _current = _resolve()
+        except BaseException:
+            _overrides.clear()
+            _overrides.update(previous[0])
+            _current = previous[1]
+            raise
+    try:
+        check(candidate, given)
+    except BaseException:
+        with _lock:
+            _overrides.clear()
+            _overrides.update(previous[0])
+            _current = previous[1]
+        raise
+    return candidate
 
 
 def reset() -> None:
@@ -143,9 +226,24 @@ def reset() -> None:
 
 
 def describe() -> str:
-    """The version, home, compute backend, tracking store and artifact store, one per line."""
+    """The version, home, compute backend, tracking store and artifact store, one per line.
+
+    Only what is in use is shown: a store URL that no plane can serve is reported as the
+    error that using it gives, never as the store.
+    """
     from . import __version__
 
     s = settings()
+    problems = {}
+    for plane_check in _checks():
+        try:
+            plane_check(s, frozenset())
+        except ConfigurationError as exc:
+            problems.setdefault(getattr(exc, "setting", "tracking_url"), exc.message)
+    store, artifacts = s.tracking_url, s.artifact_url
+    if "tracking_url" in problems:
+        store = f"none usable ({problems['tracking_url']})"
+    if "artifact_root" in problems:
+        artifacts = f"none usable ({problems['artifact_root']})"
     return (f"podstack-jupyter {__version__}\nhome:      {s.home}\nbackend:   {s.backend}\n"
-            f"store:     {s.registry_url or s.database_url}\nartifacts: {s.artifact_dir}")
+            f"store:     {store}\nartifacts: {artifacts}")

@@ -16,6 +16,7 @@ wrong in the notebook's own terms.
     ├── RemoteExecutionError        the remote code raised (.ename, .evalue, .traceback)
     ├── SessionDiedError            the remote kernel died; its state is lost
     ├── CellSyntaxError             a %%gpu cell does not parse; nothing was sent
+    ├── StoreError                  the tracking store could not do a call (locked, unreachable); it wrote nothing
     ├── InvalidArgumentError        (also a ValueError) an argument is out of range or malformed
     ├── NotFoundError               (also a LookupError) something asked for does not exist
     │   ├── ExperimentNotFoundError
@@ -42,6 +43,7 @@ __all__ = [
     "RemoteExecutionError",
     "SessionDiedError",
     "CellSyntaxError",
+    "StoreError",
     "InvalidArgumentError",
     "NotFoundError",
     "ExperimentNotFoundError",
@@ -143,6 +145,12 @@ class CellSyntaxError(PodstackError):
         if self.text:
             lines += ["    " + self.text.rstrip("\n"), "    " + " " * max(0, (self.offset or 1) - 1) + "^"]
         return lines
+
+
+class StoreError(PodstackError):
+    """The tracking store could not complete a call: the database stayed locked by another process
+    past the wait, the server is unreachable, or the database refused the data. The call wrote
+    nothing (its transaction was rolled back); the message says what to do."""
 
 
 class InvalidArgumentError(PodstackError, ValueError):

@@ -69,13 +69,12 @@ from pathlib import Path
 
 from .._locks import HAVE_FLOCK, hold, take_if_abandoned
 from ..errors import InvalidArgumentError
+from ._validate import MAX_STEP
 
 __all__ = ["Journal", "Batch", "WriteOutcome", "write_series", "set_aside", "journal_directory", "durable_url",
-           "recover", "reason", "STEP_MIN", "STEP_MAX"]
+           "recover", "reason"]
 
 log = logging.getLogger("podstack.tracking")
-
-STEP_MIN, STEP_MAX = -(1 << 63), (1 << 63) - 1
 
 _MAGIC = b"PODJRNL\x01"
 _BYTE_ORDER = 0x01020304
@@ -368,7 +367,7 @@ class Journal:
             except struct.error:
                 mm[start:pos] = bytes(pos - start)  # this call wrote nothing
                 raise InvalidArgumentError(
-                    f"log_metrics: the automatic step of {key!r} passed the largest step ({STEP_MAX}); "
+                    f"log_metrics: the automatic step of {key!r} passed the largest step ({MAX_STEP}); "
                     "pass step= explicitly") from None
             self._pos = pos
         except _Closed:

@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 
+from ._publish import publish_points
 from .store import Store, current_store
 
 __all__ = ["RelayStore", "session_store", "handle_store_call", "notebook_context"]
@@ -86,7 +87,10 @@ def handle_store_call(data: dict, buffers: list):
     method = data["method"]
     if method.startswith("_") or not hasattr(Store, method):
         raise AttributeError(f"{method!r} is not a Store method")
-    return getattr(current_store(), method)(*data["args"], **data["kwargs"])
+    result = getattr(current_store(), method)(*data["args"], **data["kwargs"])
+    if method == "log_metrics":  # the notebook's widgets hear a session's points as they land
+        publish_points(data["args"][0] if data["args"] else data["kwargs"].get("points", ()))
+    return result
 
 
 def notebook_context() -> dict | None:

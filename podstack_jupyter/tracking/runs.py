@@ -24,13 +24,13 @@ import os
 import threading
 import time
 
-from .. import events
 from ..errors import InvalidArgumentError, PodstackError
 from ._entities import iso
-from .journal import (STEP_MAX, STEP_MIN, Journal, durable_url, journal_directory, reason, recover, set_aside,
-                      write_series)
+from . import _validate as V
+from ._publish import publish_series
+from .journal import Journal, durable_url, journal_directory, reason, recover, set_aside, write_series
 
-__all__ = ["Run", "active_runs", "metric_buffer", "clean_metrics", "clean_step", "STEP_MIN", "STEP_MAX"]
+__all__ = ["Run", "active_runs", "metric_buffer", "clean_metrics"]
 
 log = logging.getLogger("podstack.tracking")
 
@@ -41,10 +41,10 @@ class Run:
     ``params``, ``metrics`` (latest value per key), ``tags``, ``source`` (code text), ``gpu``.
 
     The one ``registry.start_run()`` returns is also the way to log into it
-    (``run.log_params``, ``run.log_metrics``, ``run.log_dataset``, ``run.log_artifact``,
-    ``run.log_model``...), from any thread, and a context manager that ends it: ``completed``
-    when the block ends normally (or by ``sys.exit(0)``), ``failed`` on an exception,
-    ``killed`` on KeyboardInterrupt.
+    (``run.log_params``, ``run.log_metrics``, ``run.log_dataset``, ``run.log_artifact``...;
+    a model: ``registry.log_model(model)`` inside the run), from any thread, and a context
+    manager that ends it: ``completed`` when the block ends normally (or by ``sys.exit(0)``),
+    ``failed`` on an exception, ``killed`` on KeyboardInterrupt.
     """
 
     def __init__(self, record: dict):
@@ -135,13 +135,6 @@ class Run:
         from . import registry
 
         return registry.log_artifact(local_path, artifact_path, run_id=self.id)
-
-    def log_model(self, model, artifact_path: str = "model", framework: str | None = None,
-                  metadata: dict | None = None) -> str:
-        from . import registry
-
-        return registry.log_model(model, artifact_path=artifact_path, framework=framework, metadata=metadata,
-                                  run_id=self.id)
 
     def get_metric_history(self, key: str):
         from . import registry
@@ -287,27 +280,13 @@ class _ActiveRuns:
 
 active_runs = _ActiveRuns()
 
-_KEY_LIMIT = 255
 _checked_keys: set = set()  # metric names already found valid (so a training loop checks each once)
 
 
 def _check_key(key) -> str:
     if not isinstance(key, str) or not key:
         raise InvalidArgumentError(f"metric names are non-empty strings, got {key!r}")
-    key = str(key)
-    if len(key) > _KEY_LIMIT:
-        raise InvalidArgumentError(f"metric name {key[:40]!r}... is {len(key)} characters long; "
-                                   f"the limit is {_KEY_LIMIT}")
-    if "\x00" in key:
-        raise InvalidArgumentError(f"metric name {key!r} contains a NUL character ('\\x00'), which the "
-                                   "database cannot store; remove it")
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidArgumentError(
-            f"metric name {key!r} is not valid text: it holds the lone surrogate {key[exc.start]!r} at "
-            f"position {exc.start} (often a file name or bytes decoded with 'surrogateescape'); "
-            "fix it, e.g. key.encode('utf-8', 'replace').decode()") from None
+    key = V.key("metric name", key)  # the limits every store holds (255 characters, no NUL, valid Unicode)
     if len(_checked_keys) > 100_000:
         _checked_keys.clear()
     _checked_keys.add(key)
@@ -355,19 +334,6 @@ def clean_metrics(metrics) -> dict:
             key = _check_key(key)
         clean[key] = value if type(value) is float else _as_float(key, value)
     return clean
-
-
-def clean_step(step) -> int:
-    """``step`` as an int the store can hold (int64), or ``InvalidArgumentError`` naming it."""
-    if type(step) is not int:
-        try:
-            step = int(step.__index__())
-        except (AttributeError, TypeError):
-            raise InvalidArgumentError(f"log_metrics: step must be an integer, got {step!r}") from None
-    if not STEP_MIN <= step <= STEP_MAX:
-        raise InvalidArgumentError(f"log_metrics: step {step} is outside the range the store can hold "
-                                   f"(a 64-bit integer: {STEP_MIN} to {STEP_MAX})")
-    return step
 
 
 class _MetricBuffer:
@@ -575,8 +541,7 @@ class _MetricBuffer:
                 self._rejected += outcome.rejected
             journal.committed(batch)
             self._flushed += batch.count
-            if events.has_subscribers("metrics.logged"):
-                _publish(batch.series, outcome.rejected)
+            publish_series(_written(batch.series, outcome.rejected))
         self._down = None
 
     def _raise_problems(self) -> None:
@@ -611,14 +576,17 @@ class _MetricBuffer:
         self._rejected = []
 
 
-def _publish(series, rejected) -> None:
+def _written(series: list, rejected: list) -> list:
+    """``series`` without the points the store refused."""
+    if not rejected:
+        return series
     refused = {(p[0], p[1], p[3], p[4]) for p, _ in rejected}
+    kept = []
     for run_id, key, steps, values, stamps in series:
-        if refused:
-            kept = [(s, v, t) for s, v, t in zip(steps, values, stamps) if (run_id, key, s, t) not in refused]
-            steps, values, stamps = (list(c) for c in zip(*kept)) if kept else ([], [], [])
-        if steps:
-            events.publish("metrics.logged", run_id=run_id, key=key, steps=steps, values=values, timestamps=stamps)
+        points = [(s, v, t) for s, v, t in zip(steps, values, stamps) if (run_id, key, s, t) not in refused]
+        if points:
+            kept.append((run_id, key, *(list(column) for column in zip(*points))))
+    return kept
 
 
 metric_buffer = _MetricBuffer()

@@ -133,7 +133,7 @@ def test_sigterm_and_os_exit_lose_nothing_and_the_next_process_marks_the_run_kil
             os._exit(0)
         time.sleep(60)
     """
-    registry._store()  # this process opened the store before the deaths: it does not recover them
+    registry.client()  # this process opened the store before the deaths: it does not recover them
     runs = {}
     for how in ("os._exit", "SIGTERM"):
         process = _python(script, env, how, stdout=subprocess.PIPE, text=True)
@@ -216,7 +216,7 @@ def test_the_journal_of_a_live_process_is_left_alone(tmp_path, podstack_home, st
     """
     process = _python(script, env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     run_id = process.stdout.readline().strip()
-    registry._store()
+    registry.client()
     summary = metric_buffer.recover_dead()
     assert summary["journals"] == 0 and registry.get_run(run_id).status == "running"
     assert registry.get_metric_history(run_id, "loss") == []
@@ -227,7 +227,7 @@ def test_the_journal_of_a_live_process_is_left_alone(tmp_path, podstack_home, st
 
 
 def test_recovery_stops_at_a_record_cut_short_and_keeps_a_journal_it_cannot_write_yet(tmp_path, store_url):
-    registry._store()
+    registry.client()
     with registry.start_run("r") as run:
         pass
     folder = tmp_path / "journals"

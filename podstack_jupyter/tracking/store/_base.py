@@ -7,6 +7,13 @@ GPU node needs no route to the database). Ids of new things (experiments,
 runs, datasets, models, versions) are uuid4 strings made by the caller, so the
 create calls need no reply. Times are float seconds since the epoch (UTC).
 
+Errors: a write that names a run, experiment, model or version that does not exist raises
+the matching ``NotFoundError`` (``RunNotFoundError``...) and writes nothing; a store that
+cannot do a call (database locked past its wait, unreachable, refusing the data) raises
+``StoreError`` and has written nothing. Values are checked by the caller
+(:class:`~podstack_jupyter.tracking.TrackingClient`) against the limits of
+:mod:`podstack_jupyter.tracking._validate`, which every store must hold.
+
 Records returned (dicts):
 
 experiment
@@ -76,6 +83,10 @@ class Store(abc.ABC):
     def get_run(self, run_id: str) -> dict | None:
         found = self.get_runs([run_id])
         return found[0] if found else None
+
+    def has_run(self, run_id: str) -> bool:
+        """Whether a run with this id exists (cheaper than ``get_run`` where a store can)."""
+        return self.get_run(run_id) is not None
 
     @abc.abstractmethod
     def search_runs(self, query: dict) -> list:

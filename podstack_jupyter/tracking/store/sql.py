@@ -4,10 +4,19 @@ Opening a store brings its schema to the newest Alembic revision (the scripts
 ship in ``migrations/``), under a lock so that two processes opening a fresh
 database at once do not both create it.
 
-SQLite runs in WAL mode with a 30 s busy timeout, and every write transaction
-starts with ``BEGIN IMMEDIATE``: two processes logging into the same file wait
-for each other instead of failing. Metric points are appended with one
-row per (run, key) and batch: packed arrays of steps, values and timestamps.
+SQLite runs in WAL mode, and every write transaction starts with ``BEGIN
+IMMEDIATE``: two processes logging into the same file wait for each other
+instead of failing. A database another process keeps locked is waited for
+(``lock_timeout``, 60 s by default, with a warning every ``busy_timeout``), then
+reported as a ``StoreError``; every failure of the database is a ``StoreError``
+saying what happened, and the failed call has written nothing (one transaction
+per call). Writes that name a run, experiment or model that does not exist raise
+the matching ``NotFoundError`` and write nothing.
+
+The calls a run makes on its way (create, params, tags, end, read back) use the
+driver's cursor directly: SQLAlchemy's statement layer cost more than the
+database itself. Metric points are appended with one row per (run, key) and
+batch: packed arrays of steps, values and timestamps.
 """
 
 from __future__ import annotations
@@ -15,28 +24,37 @@ from __future__ import annotations
 import array
 import base64
 import contextlib
+import functools
 import hashlib
 import json
+import logging
 import math
 import operator
 import sys
 import threading
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 
-from ...errors import ConfigurationError, InvalidArgumentError
+from ...errors import (ConfigurationError, ExperimentNotFoundError, InvalidArgumentError, ModelNotFoundError,
+                       PodstackError, RunNotFoundError, StoreError)
 from . import _schema as S
 from ._base import Store
 
 __all__ = ["SQLStore", "upgrade"]
 
+log = logging.getLogger("podstack.tracking")
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _CHUNK = 500  # ids per IN (...) list
-_SQLITE_BUSY_MS = 30_000
+_BUSY_TIMEOUT = 5.0   # seconds SQLite waits for a lock within one attempt
+_LOCK_TIMEOUT = 60.0  # seconds a call waits in all for a database another process keeps locked
 _PG_MIGRATION_LOCK = 0x706F6473  # "pods": advisory lock id held while migrating
+_WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024  # a WAL this large is copied back by the background thread
+_WAL_AUTOCHECKPOINT_PAGES = 20_000       # SQLite's own checkpoint (80 MB), should that thread fall behind
 
 
 def _dumps(value):
@@ -76,7 +94,7 @@ def _chunks(items, size=_CHUNK):
         yield items[i:i + size]
 
 
-def _engine_for(url_text: str) -> sa.engine.Engine:
+def _engine_for(url_text: str, busy_timeout: float = _BUSY_TIMEOUT) -> sa.engine.Engine:
     try:
         url = make_url(url_text)
     except sa.exc.ArgumentError as exc:
@@ -89,20 +107,23 @@ def _engine_for(url_text: str) -> sa.engine.Engine:
         memory = database in ("", ":memory:") or database.startswith("file::memory:")
         if not memory:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {"connect_args": {"check_same_thread": False, "timeout": _SQLITE_BUSY_MS / 1000}}
+        kwargs = {"connect_args": {"check_same_thread": False, "timeout": busy_timeout}}
         if memory:
             kwargs["poolclass"] = sa.pool.StaticPool
-        engine = sa.create_engine(url, **kwargs)
+        # every transaction here ends with a commit or a rollback of its own: no reset on return
+        engine = sa.create_engine(url, pool_reset_on_return=None, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection, _record):
             # Let SQLAlchemy's "begin" event below issue BEGIN itself (pysqlite's own is deferred-only).
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
-            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             if not memory:
                 cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = NORMAL")
+                # the background _Checkpointer copies the WAL back; SQLite's own is the fallback
+                cursor.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -127,6 +148,40 @@ def _engine_for(url_text: str) -> sa.engine.Engine:
         raise ConfigurationError(
             f"cannot open tracking store {url.render_as_string(hide_password=True)}: {exc}. "
             "For PostgreSQL install the driver: pip install 'podstack-jupyter[postgres]'") from None
+
+
+class _Checkpointer(threading.Thread):
+    """Copies a SQLite WAL back into the database file from a background thread.
+
+    SQLite's automatic checkpoint runs inside the commit that crosses its threshold, and
+    its copy and fsync made that commit cost milliseconds: creating a run was 2x slower on
+    average. A passive checkpoint here does the same work beside the writers, which go on
+    appending to the WAL meanwhile.
+    """
+
+    def __init__(self, path: str, busy_timeout: float):
+        super().__init__(name="podstack-wal-checkpoint", daemon=True)
+        self.path, self.wal, self.busy_timeout = path, path + "-wal", busy_timeout
+        self.stopped = threading.Event()
+
+    def run(self):
+        import os
+        import sqlite3
+
+        connection = None
+        try:
+            while not self.stopped.wait(0.5):
+                try:
+                    if os.path.getsize(self.wal) < _WAL_CHECKPOINT_BYTES:
+                        continue
+                    if connection is None:
+                        connection = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except (OSError, sqlite3.Error) as exc:  # the next commit's automatic checkpoint will do
+                    log.debug("podstack: background WAL checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            if connection is not None:
+                connection.close()
 
 
 def _alembic_config(connection=None):
@@ -159,26 +214,82 @@ def upgrade(engine: sa.engine.Engine) -> str:
     return head
 
 
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "database is locked" in text or "database table is locked" in text or "database is busy" in text
+
+
+def _from_the_database(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database driver's (SQLAlchemy's, sqlite3's, psycopg's), not this code's."""
+    import sqlite3
+
+    return isinstance(exc, (sa.exc.SQLAlchemyError, sqlite3.Error)) or type(exc).__module__.startswith("psycopg")
+
+
+def _guarded(method):
+    """Run a store call as one attempt after another while the database is locked by another
+    process (up to ``lock_timeout``), and turn the database's own errors into ``StoreError``
+    (errors of this code itself stay what they are)."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        deadline = None
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                if not _from_the_database(exc):
+                    raise
+                if not _is_lock_error(exc):
+                    raise self._store_error(method.__name__, exc) from exc
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now - self.busy_timeout + self.lock_timeout
+                if now >= deadline:
+                    raise StoreError(
+                        f"{method.__name__}: the tracking database {self._safe_url()} stayed locked by another "
+                        f"process for {self.lock_timeout:.0f} s; nothing was written by this call. Another program "
+                        "holds a write transaction open on it: end that program (or its transaction) and retry.") \
+                        from None
+                log.warning("podstack: the tracking database %s is locked by another process; still waiting "
+                            "(%s, up to %.0f s in all)", self._safe_url(), method.__name__, self.lock_timeout)
+
+    return call
+
+
+def _open_schema(store) -> None:
+    upgrade(store._engine)
+
+
 class SQLStore(Store):
     """The tracking store in a SQL database: ``SQLStore("sqlite:////path/podstack.db")`` or
-    ``SQLStore("postgresql://user@host/db")``. The schema is created or upgraded on open."""
+    ``SQLStore("postgresql://user@host/db")``. The schema is created or upgraded on open.
 
-    def __init__(self, url: str):
+    ``busy_timeout``: seconds SQLite waits for another writer within one attempt;
+    ``lock_timeout``: seconds a call waits in all before a ``StoreError``."""
+
+    def __init__(self, url: str, *, busy_timeout: float = _BUSY_TIMEOUT, lock_timeout: float = _LOCK_TIMEOUT):
         self.url = url
-        self._engine = _engine_for(url)
+        self.busy_timeout, self.lock_timeout = float(busy_timeout), float(lock_timeout)
+        self._engine = _engine_for(url, self.busy_timeout)
         self.dialect = self._engine.dialect.name
+        self._sqlite = self.dialect == "sqlite"
+        database = self._engine.url.database or ""
+        self._wal_path = database if self._sqlite and database not in ("", ":memory:") and \
+            not database.startswith("file:") else None
+        self._checkpointer: _Checkpointer | None = None
         self._ph = "?" if self._engine.dialect.paramstyle == "qmark" else "%s"
         try:
-            upgrade(self._engine)
-        except sa.exc.OperationalError as exc:
+            _guarded(_open_schema)(self)
+        except PodstackError as exc:
             self._engine.dispose()
-            raise ConfigurationError(f"cannot open tracking store {self._safe_url()}: {exc.orig}") from None
+            reason = exc.message.partition(": ")[2] or exc.message  # without the "_open_schema:" of the call
+            raise ConfigurationError(f"cannot open tracking store {self._safe_url()}: {reason}") from None
         self._latest_sql = self._sql(
             'INSERT INTO latest_metrics (run_id, key, value, step, "timestamp") VALUES (?, ?, ?, ?, ?) '
             'ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, step = excluded.step, '
             '"timestamp" = excluded."timestamp" WHERE excluded.step > latest_metrics.step OR '
             '(excluded.step = latest_metrics.step AND excluded."timestamp" >= latest_metrics."timestamp")')
-        self._closed = threading.Event()
 
     def __repr__(self):
         return f"SQLStore({self._safe_url()!r})"
@@ -186,8 +297,47 @@ class SQLStore(Store):
     def _safe_url(self):
         return make_url(self.url).render_as_string(hide_password=True)
 
+    def _store_error(self, what: str, exc: BaseException) -> StoreError:
+        orig = getattr(exc, "orig", None) or exc
+        kind = type(orig).__name__
+        text = str(orig).strip().splitlines()[0] if str(orig).strip() else kind
+        if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or kind in ("OperationalError",
+                                                                                       "InterfaceError"):
+            hint = "the database could not be reached or used; check that it is running and reachable, then retry"
+        else:
+            hint = "the database refused the call; nothing was written"
+        return StoreError(f"{what}: {hint} ({self._safe_url()}: {kind}: {text})")
+
     def _sql(self, text: str) -> str:
         return text if self._ph == "?" else text.replace("?", "%s")
+
+    @contextlib.contextmanager
+    def _cursor(self, write: bool):
+        """A driver cursor in one transaction (SQLite writes: ``BEGIN IMMEDIATE``), committed when
+        the block ends and rolled back if it raises."""
+        if write and self._wal_path is not None and (self._checkpointer is None or not self._checkpointer.is_alive()):
+            self._checkpointer = _Checkpointer(str(Path(self._wal_path).expanduser()), self.busy_timeout)
+            self._checkpointer.start()
+        conn = self._engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            try:
+                if self._sqlite:
+                    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield cur
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                cur.close()
+        finally:
+            conn.close()
+
+    def _require_run(self, cur, run_id) -> None:
+        cur.execute(self._sql("SELECT 1 FROM runs WHERE id = ?"), (run_id,))
+        if cur.fetchone() is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
 
     @contextlib.contextmanager
     def _write(self):
@@ -202,6 +352,11 @@ class SQLStore(Store):
             finally:
                 conn.rollback()
 
+    @staticmethod
+    def _require_run_core(conn, run_id) -> None:
+        if conn.execute(select(S.runs.c.id).where(S.runs.c.id == run_id)).first() is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+
     def _upsert(self, conn, table, rows: list, keys: tuple, update: tuple):
         if not rows:
             return
@@ -215,6 +370,8 @@ class SQLStore(Store):
         conn.execute(stmt, rows)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stopped.set()
         self._engine.dispose()
 
     # -- experiments ---------------------------------------------------------------------------
@@ -256,16 +413,24 @@ class SQLStore(Store):
 
     # -- runs ----------------------------------------------------------------------------------
     def create_run(self, run):
-        with self._write() as conn:
-            conn.execute(S.runs.insert().values(
-                id=run["id"], experiment_id=run["experiment_id"], name=run.get("name"),
-                parent_run_id=run.get("parent_run_id"), status=run.get("status", "running"),
-                start_time=run["start_time"], end_time=run.get("end_time"), source=run.get("source"),
-                gpu=_dumps(run.get("gpu"))))
+        sql = self._sql
+        with self._cursor(write=True) as cur:
+            cur.execute(sql("SELECT 1 FROM experiments WHERE id = ?"), (run["experiment_id"],))
+            if cur.fetchone() is None:
+                raise ExperimentNotFoundError(f"no experiment with id {run['experiment_id']!r}")
+            if run.get("parent_run_id") is not None:
+                cur.execute(sql("SELECT 1 FROM runs WHERE id = ?"), (run["parent_run_id"],))
+                if cur.fetchone() is None:
+                    raise RunNotFoundError(f"no run with id {run['parent_run_id']!r} (the parent run)")
+            cur.execute(sql("INSERT INTO runs (id, experiment_id, name, parent_run_id, status, start_time, end_time, "
+                            "source, gpu) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                        (run["id"], run["experiment_id"], run.get("name"), run.get("parent_run_id"),
+                         run.get("status", "running"), run["start_time"], run.get("end_time"), run.get("source"),
+                         _dumps(run.get("gpu"))))
             tags = run.get("tags") or {}
             if tags:
-                conn.execute(S.tags.insert(), [{"run_id": run["id"], "key": k, "value": str(v)}
-                                               for k, v in tags.items()])
+                cur.executemany(sql("INSERT INTO tags (run_id, key, value) VALUES (?, ?, ?)"),
+                                [(run["id"], k, str(v)) for k, v in tags.items()])
 
     _RUN_FIELDS = ("status", "end_time", "name", "source", "gpu")
 
@@ -273,40 +438,56 @@ class SQLStore(Store):
         unknown = set(fields) - set(self._RUN_FIELDS)
         if unknown:
             raise InvalidArgumentError(f"update_run: cannot set {sorted(unknown)}; fields are {self._RUN_FIELDS}")
+        if not fields:
+            return
         values = dict(fields)
         if "gpu" in values:
             values["gpu"] = _dumps(values["gpu"])
-        with self._write() as conn:
-            conn.execute(S.runs.update().where(S.runs.c.id == run_id).values(**values))
+        names = sorted(values)
+        with self._cursor(write=True) as cur:
+            cur.execute(self._sql(f"UPDATE runs SET {', '.join(n + ' = ?' for n in names)} WHERE id = ?"),
+                        [values[n] for n in names] + [run_id])
+            if cur.rowcount == 0:
+                raise RunNotFoundError(f"no run with id {run_id!r}")
+
+    def has_run(self, run_id):
+        with self._cursor(write=False) as cur:
+            cur.execute(self._sql("SELECT 1 FROM runs WHERE id = ?"), (run_id,))
+            return cur.fetchone() is not None
 
     def get_runs(self, run_ids):
         run_ids = list(dict.fromkeys(run_ids))
         found: dict = {}
-        with self._read() as conn:
+        sql = self._sql
+        with self._cursor(write=False) as cur:
             for chunk in _chunks(run_ids):
-                for r in conn.execute(select(S.runs).where(S.runs.c.id.in_(chunk))):
-                    found[r.id] = {"id": r.id, "experiment_id": r.experiment_id, "name": r.name,
-                                   "parent_run_id": r.parent_run_id, "status": r.status,
-                                   "start_time": r.start_time, "end_time": r.end_time, "source": r.source,
-                                   "gpu": _loads(r.gpu), "params": {}, "tags": {}, "metrics": {}}
-                for table, field in ((S.params, "params"), (S.tags, "tags")):
-                    for r in conn.execute(select(table.c.run_id, table.c.key, table.c.value)
-                                          .where(table.c.run_id.in_(chunk))):
-                        found[r.run_id][field][r.key] = r.value
-                lm = S.latest_metrics
-                for r in conn.execute(select(lm.c.run_id, lm.c.key, lm.c.value).where(lm.c.run_id.in_(chunk))):
-                    if r.run_id in found:
-                        found[r.run_id]["metrics"][r.key] = math.nan if r.value is None else r.value
+                marks = ", ".join("?" * len(chunk))
+                cur.execute(sql(f"SELECT id, experiment_id, name, parent_run_id, status, start_time, end_time, source, "
+                                f"gpu FROM runs WHERE id IN ({marks})"), chunk)
+                for r in cur.fetchall():
+                    found[r[0]] = {"id": r[0], "experiment_id": r[1], "name": r[2], "parent_run_id": r[3],
+                                   "status": r[4], "start_time": r[5], "end_time": r[6], "source": r[7],
+                                   "gpu": _loads(r[8]), "params": {}, "tags": {}, "metrics": {}}
+                if not found:
+                    continue
+                for table, field in (("params", "params"), ("tags", "tags")):
+                    cur.execute(sql(f"SELECT run_id, key, value FROM {table} WHERE run_id IN ({marks})"), chunk)
+                    for run_id, key, value in cur.fetchall():
+                        found[run_id][field][key] = value
+                cur.execute(sql(f"SELECT run_id, key, value FROM latest_metrics WHERE run_id IN ({marks})"), chunk)
+                for run_id, key, value in cur.fetchall():
+                    if run_id in found:
+                        found[run_id]["metrics"][key] = math.nan if value is None else value
         return [found[i] for i in run_ids if i in found]
 
     def log_params(self, run_id, params):
         if not params:
             return
-        with self._write() as conn:
-            existing = {}
-            for chunk in _chunks(params):
-                existing.update(conn.execute(select(S.params.c.key, S.params.c.value).where(
-                    S.params.c.run_id == run_id, S.params.c.key.in_(chunk))).all())
+        sql = self._sql
+        with self._cursor(write=True) as cur:
+            self._require_run(cur, run_id)
+            cur.execute(sql("SELECT key, value FROM params WHERE run_id = ?"), (run_id,))
+            existing = dict(cur.fetchall())
             conflicts = {k: (existing[k], v) for k, v in params.items()
                          if k in existing and existing[k] != v and not k.startswith("podstack.")}
             if conflicts:
@@ -314,19 +495,25 @@ class SQLStore(Store):
                 raise InvalidArgumentError(
                     f"params cannot change once logged ({shown}); nothing was logged. "
                     "Log the new value under another name, as a tag, or in a new run.")
-            rows = [{"run_id": run_id, "key": k, "value": v, "value_num": _number(v)}
-                    for k, v in params.items() if existing.get(k) != v]
-            self._upsert(conn, S.params, rows, ("run_id", "key"), ("value", "value_num"))
+            rows = [(run_id, k, v, _number(v)) for k, v in params.items() if existing.get(k) != v]
+            if rows:
+                cur.executemany(sql("INSERT INTO params (run_id, key, value, value_num) VALUES (?, ?, ?, ?) "
+                                    "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, "
+                                    "value_num = excluded.value_num"), rows)
 
     def set_tags(self, run_id, tags):
-        if tags:
-            with self._write() as conn:
-                self._upsert(conn, S.tags, [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
-                             ("run_id", "key"), ("value",))
+        if not tags:
+            return
+        with self._cursor(write=True) as cur:
+            self._require_run(cur, run_id)
+            cur.executemany(self._sql("INSERT INTO tags (run_id, key, value) VALUES (?, ?, ?) "
+                                      "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"),
+                            [(run_id, k, v) for k, v in tags.items()])
 
     def delete_tag(self, run_id, key):
-        with self._write() as conn:
-            conn.execute(S.tags.delete().where(S.tags.c.run_id == run_id, S.tags.c.key == key))
+        with self._cursor(write=True) as cur:
+            self._require_run(cur, run_id)
+            cur.execute(self._sql("DELETE FROM tags WHERE run_id = ? AND key = ?"), (run_id, key))
 
     def log_metrics(self, points):
         if not points:
@@ -355,18 +542,14 @@ class SQLStore(Store):
                 packed_values = _pack("d", values)
             except TypeError:  # None (NaN read back from SQLite) among them
                 packed_values = _pack("d", [math.nan if v is None else v for v in values])
-            chunks.append({"run_id": run_id, "key": key, "count": len(steps), "first_step": steps[0],
-                           "last_step": steps[-1], "steps": _pack("q", steps), "values": packed_values,
-                           "timestamps": _pack("d", stamps)})
+            chunks.append((run_id, key, len(steps), steps[0], steps[-1], _pack("q", steps), packed_values,
+                           _pack("d", stamps)))
         if not chunks:
             return
-        with self._write() as conn:
-            cur = conn.connection.driver_connection.cursor()
-            try:
-                cur.executemany(self._latest_sql, latest)
-            finally:
-                cur.close()
-            conn.execute(S.metric_chunks.insert(), chunks)
+        with self._cursor(write=True) as cur:
+            cur.executemany(self._latest_sql, latest)
+            cur.executemany(self._sql('INSERT INTO metric_chunks (run_id, key, count, first_step, last_step, steps, '
+                                      '"values", timestamps) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'), chunks)
 
     def get_metric_history(self, run_id, key):
         C = S.metric_chunks
@@ -433,6 +616,7 @@ class SQLStore(Store):
         stmt = select(runs.c.id).select_from(runs)
         froms = runs
         conditions = []
+        filtered: dict = {}  # metric key -> the latest_metrics alias a filter joined (ordering reuses it)
         if query.get("experiment_ids"):
             conditions.append(runs.c.experiment_id.in_(list(query["experiment_ids"])))
         if query.get("statuses"):
@@ -440,8 +624,10 @@ class SQLStore(Store):
         for n, clause in enumerate(query.get("clauses") or ()):
             kind, key, op, value = clause["kind"], clause["key"], clause["op"], clause["value"]
             if kind == "metric":
-                lm = S.latest_metrics.alias(f"m{n}")
-                froms = froms.join(lm, sa.and_(lm.c.run_id == runs.c.id, lm.c.key == key))
+                lm = filtered.get(key)
+                if lm is None:
+                    lm = filtered[key] = S.latest_metrics.alias(f"m{n}")
+                    froms = froms.join(lm, sa.and_(lm.c.run_id == runs.c.id, lm.c.key == key))
                 conditions.append(self._compare(lm.c.value, op, value))
             elif kind == "param":
                 p = S.params.alias(f"p{n}")
@@ -474,8 +660,10 @@ class SQLStore(Store):
         for n, item in enumerate(query.get("order_by") or ()):
             kind, key, ascending = item["kind"], item["key"], item.get("ascending", True)
             if kind == "metric":
-                lm = S.latest_metrics.alias(f"om{n}")
-                froms = froms.outerjoin(lm, sa.and_(lm.c.run_id == runs.c.id, lm.c.key == key))
+                lm = filtered.get(key)
+                if lm is None:
+                    lm = S.latest_metrics.alias(f"om{n}")
+                    froms = froms.outerjoin(lm, sa.and_(lm.c.run_id == runs.c.id, lm.c.key == key))
                 columns = [lm.c.value]
             elif kind == "param":
                 p = S.params.alias(f"op{n}")
@@ -531,6 +719,8 @@ class SQLStore(Store):
         D = S.datasets
         key = self._dedup_key(dataset["name"], dataset.get("digest") or "", dataset.get("source") or "")
         with self._write() as conn:
+            if run_id is not None:
+                self._require_run_core(conn, run_id)
             row = None if key is None else conn.execute(select(D).where(D.c.dedup_key == key)).first()
             if row is None:
                 conn.execute(D.insert().values(
@@ -574,6 +764,7 @@ class SQLStore(Store):
         rows = [{"run_id": run_id, "path": e["path"], "digest": e["digest"], "size": int(e["size"]),
                  "created_at": e["created_at"]} for e in entries]
         with self._write() as conn:
+            self._require_run_core(conn, run_id)
             self._upsert(conn, S.artifacts, rows, ("run_id", "path"), ("digest", "size", "created_at"))
 
     def list_artifacts(self, run_id):
@@ -627,6 +818,10 @@ class SQLStore(Store):
         for attempt in range(5):
             try:
                 with self._write() as conn:
+                    if conn.execute(select(M.c.id).where(M.c.id == version["model_id"])).first() is None:
+                        raise ModelNotFoundError(f"no registered model with id {version['model_id']!r}")
+                    if version.get("run_id") is not None:
+                        self._require_run_core(conn, version["run_id"])
                     number = conn.execute(select(func.coalesce(func.max(V.c.version), 0))
                                           .where(V.c.model_id == version["model_id"])).scalar_one() + 1
                     conn.execute(V.insert().values(
@@ -653,11 +848,16 @@ class SQLStore(Store):
                 conn.execute(V.update().where(V.c.model_id == model_id, V.c.stage == values["stage"],
                                               V.c.version != version)
                              .values(stage="archived", updated_at=updated_at))
-            conn.execute(V.update().where(V.c.model_id == model_id, V.c.version == version)
-                         .values(updated_at=updated_at, **values))
+            done = conn.execute(V.update().where(V.c.model_id == model_id, V.c.version == version)
+                                .values(updated_at=updated_at, **values))
+            if done.rowcount == 0:
+                raise ModelNotFoundError(f"registered model {model_id!r} has no version {version}")
 
     def set_model_alias(self, model_id, alias, version):
+        V = S.model_versions
         with self._write() as conn:
+            if conn.execute(select(V.c.id).where(V.c.model_id == model_id, V.c.version == version)).first() is None:
+                raise ModelNotFoundError(f"registered model {model_id!r} has no version {version}")
             self._upsert(conn, S.model_aliases, [{"model_id": model_id, "alias": alias, "version": version}],
                          ("model_id", "alias"), ("version",))
 
@@ -685,3 +885,7 @@ class SQLStore(Store):
                              "run_name": r.run_name or "", "datasets": list(cache.get(r.run_id, []))})
         return {"model_id": model_id, "versions": versions}
 
+
+
+for _name in sorted(Store.__abstractmethods__ | {"get_run", "has_run"}):
+    setattr(SQLStore, _name, _guarded(getattr(SQLStore, _name)))
