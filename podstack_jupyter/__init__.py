@@ -42,6 +42,11 @@ _LAZY = {
     "run": ("podstack_jupyter.tracking", "run"),
     "model": ("podstack_jupyter.models", "model"),
     "config": ("podstack_jupyter.config", None),
+    "show_metrics": ("podstack_jupyter.widgets", "show_metrics"),
+    "show_runs": ("podstack_jupyter.widgets", "show_runs"),
+    "show_lineage": ("podstack_jupyter.widgets", "show_lineage"),
+    "show_artifacts": ("podstack_jupyter.widgets", "show_artifacts"),
+    "show_sessions": ("podstack_jupyter.widgets", "show_sessions"),
     "errors": ("podstack_jupyter.errors", None),
 }
 _ERRORS = (

@@ -38,7 +38,7 @@ from ..errors import (ArtifactNotFoundError, ExperimentNotFoundError, InvalidArg
                       PodstackError, RunNotFoundError)
 from ..compute import hooks as _hooks
 from . import datasets as _datasets
-from ._entities import Dataset, Experiment, MetricHistory, MetricPoint, ModelVersion, RegisteredModel, iso
+from ._entities import Dataset, Experiment, MetricHistory, MetricPoint, ModelLineage, ModelVersion, RegisteredModel, iso
 from ._search import dict_clauses, make_clause, parse_filter, parse_order_by
 from .relay import notebook_context
 from .runs import Run, active_runs, clean_metrics, metric_buffer
@@ -540,7 +540,7 @@ def get_model_lineage(model_id: str) -> dict:
     lineage = _store().get_model_lineage(record["id"])
     for version in lineage["versions"]:
         version["datasets"] = [Dataset.from_record(d).to_dict() for d in version["datasets"]]
-    return lineage
+    return ModelLineage(lineage)
 
 
 # -- model registry ----------------------------------------------------------------------------

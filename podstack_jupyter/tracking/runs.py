@@ -18,7 +18,7 @@ import threading
 import time
 
 from ..errors import InvalidArgumentError, PodstackError
-from ._entities import iso
+from ._entities import _rich_display, iso
 
 __all__ = ["Run", "active_runs", "metric_buffer", "clean_metrics"]
 
@@ -74,6 +74,9 @@ class Run:
 
     def __repr__(self):
         return f"<Run {self.name!r} id={self.id} status={self.status}>"
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return _rich_display(self, include, exclude)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "name": self.name, "experiment_id": self.experiment_id,

@@ -1,7 +1,7 @@
 """The metrics chart: one or more runs' metrics, one panel per key or overlaid, updated live.
 
-State the views read (synced): ``runs`` (id, name, status, colour, start time), ``keys``,
-``layout`` (``panels``/``overlay``), ``x_axis`` (``step``/``time`` since the run started),
+State the views read (synced): ``runs`` (id, name, status, colour, start time), ``metric_keys``,
+``panel_layout`` (``panels``/``overlay``), ``x_axis`` (``step``/``time`` since the run started),
 ``y_scale`` (``linear``/``log``), ``smoothing`` (0-0.99, exponential moving average),
 ``hidden_runs`` (legend toggles) and ``snapshot``: every series downsampled to at most
 ``max_points`` points as float64 buffers, so a view opened later draws everything.
@@ -51,8 +51,8 @@ class MetricsChart(PodstackWidget):
     _kind = traitlets.Unicode("metrics").tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
     runs = traitlets.List().tag(sync=True)
-    keys = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    layout = traitlets.Enum(("panels", "overlay"), "panels").tag(sync=True)
+    metric_keys = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    panel_layout = traitlets.Enum(("panels", "overlay"), "panels").tag(sync=True)
     x_axis = traitlets.Enum(("step", "time"), "step").tag(sync=True)
     y_scale = traitlets.Enum(("linear", "log"), "linear").tag(sync=True)
     smoothing = traitlets.Float(0.0).tag(sync=True)
@@ -66,7 +66,7 @@ class MetricsChart(PodstackWidget):
     def __init__(self, run_ids=(), keys=None, *, layout: str = "panels", x_axis: str = "step",
                  y_scale: str = "linear", smoothing: float = 0.0, live: bool = True, title: str = "",
                  max_points: int = 2000):
-        super().__init__(layout=layout, x_axis=x_axis, y_scale=y_scale, smoothing=smoothing, title=title,
+        super().__init__(panel_layout=layout, x_axis=x_axis, y_scale=y_scale, smoothing=smoothing, title=title,
                          max_points=max_points, live=live)
         if keys is not None and (isinstance(keys, str) or not all(isinstance(k, str) for k in keys)):
             raise InvalidArgumentError(f"keys must be a list of metric names, got {keys!r}")
@@ -138,7 +138,7 @@ class MetricsChart(PodstackWidget):
             self.hidden_runs = [r for r in self.hidden_runs if r in ids]
             self._drop_doubles()
             self._apply_pending()
-            self.keys = self._key_order()
+            self.metric_keys = self._key_order()
             self._send_snapshot()
 
     def _run_entry(self, run, index: int) -> dict:
@@ -169,7 +169,7 @@ class MetricsChart(PodstackWidget):
                                                                            max(16, len(values)))
             series.extend(steps, values, times)
             chart.runs = [{"id": history.run_id, "name": name, "status": status, "color": PALETTE[0], "start": start}]
-            chart.keys = [history.key]
+            chart.metric_keys = [history.key]
             chart._send_snapshot()
         return chart
 
@@ -237,8 +237,8 @@ class MetricsChart(PodstackWidget):
             if self._pending:
                 touched = self._apply_pending()
                 keys = self._key_order()
-                if keys != self.keys:
-                    self.keys = keys
+                if keys != self.metric_keys:
+                    self.metric_keys = keys
                 self._seq += 1
                 entries, buffers = [], []
                 for series, start in touched:
@@ -269,7 +269,7 @@ class MetricsChart(PodstackWidget):
                 series = self._series.setdefault((run.id, key), Series(run.id, key, max(16, len(values))))
                 series.replace(steps, values, times)
         self.runs = runs
-        self.keys = self._key_order()
+        self.metric_keys = self._key_order()
         self._seq += 1  # the views' appended points are superseded by this snapshot
 
     def finish(self) -> None:
@@ -285,7 +285,7 @@ class MetricsChart(PodstackWidget):
     # -- snapshot and zoom -----------------------------------------------------------------------
     def _snapshot_value(self) -> dict:
         order = {run_id: i for i, run_id in enumerate(self.run_ids)}
-        keys = {k: i for i, k in enumerate(self.keys)}
+        keys = {k: i for i, k in enumerate(self.metric_keys)}
         entries = []
         for (run_id, key), series in sorted(self._series.items(),
                                             key=lambda item: (order.get(item[0][0], 1 << 30), keys.get(item[0][1], 1 << 30))):
@@ -338,4 +338,4 @@ class MetricsChart(PodstackWidget):
             return series.steps.copy(), series.values.copy(), series.times.copy()
 
     def _repr_keys(self):
-        return f"{len(self.runs)} run(s), metrics {self.keys}"
+        return f"{len(self.runs)} run(s), metrics {self.metric_keys}"

@@ -260,7 +260,7 @@ class MetricsView {
     el.append(this.root);
     this.cleanups.push(stopStatus, store.subscribe(() => { this.detail = this.zoom ? this.detail : null; this.redraw(); }));
     this.cleanups.push(listen(model, [
-      ...["runs", "keys", "layout", "x_axis", "y_scale", "smoothing", "hidden_runs", "title", "live"]
+      ...["runs", "metric_keys", "panel_layout", "x_axis", "y_scale", "smoothing", "hidden_runs", "title", "live"]
         .map((name) => [`change:${name}`, () => { this.buildControls(); this.redraw(); }] as [string, () => void]),
       ["msg:custom", (msg: any, buffers: any[]) => { if (msg?.type === "detail") this.receiveDetail(msg, buffers || []); }],
     ]));
@@ -298,7 +298,7 @@ class MetricsView {
     slider.addEventListener("input", () => { value.textContent = Number(slider.value).toFixed(2); });
     slider.addEventListener("change", () => { model.set("smoothing", Number(slider.value)); model.save_changes(); });
     this.controls.replaceChildren(
-      this.choice("layout", [["panels", "Panels"], ["overlay", "Overlay"]]),
+      this.choice("panel_layout", [["panels", "Panels"], ["overlay", "Overlay"]]),
       this.choice("x_axis", [["step", "Step"], ["time", "Time"]]),
       this.choice("y_scale", [["linear", "Linear"], ["log", "Log"]]),
       h("label.psw-smooth", null, "Smoothing", slider, value));
@@ -340,11 +340,11 @@ class MetricsView {
     const model = this.model;
     const store = metricsStore(model);
     const runs: any[] = model.get("runs") || [];
-    const keys: string[] = model.get("keys") || [];
+    const keys: string[] = model.get("metric_keys") || [];
     const hidden = new Set<string>(model.get("hidden_runs") || []);
     const byTime = model.get("x_axis") === "time";
     const smoothing = model.get("smoothing") || 0;
-    const overlay = model.get("layout") === "overlay";
+    const overlay = model.get("panel_layout") === "overlay";
     const drawnFor = (key: string, labelWithKey: boolean): Drawn[] => {
       const out: Drawn[] = [];
       for (const run of runs) {
