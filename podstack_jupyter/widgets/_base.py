@@ -84,6 +84,13 @@ class PodstackWidget(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self.on_msg(self._dispatch_view_message)
 
+    def __repr__(self):
+        # what a front end without widgets shows (text/plain)
+        return f"{type(self).__name__}: {self._summary()}"
+
+    def _summary(self) -> str:
+        return ""
+
     # -- messages to and from the views ---------------------------------------------------------
     def send(self, content, buffers=None):
         """Send a custom message to every view (recorded in ``sent``, newest last)."""

@@ -78,7 +78,7 @@ def live_chart(shell, cell: str, run_cell):
         chart = None
         active = registry.active_run()
         if active is not None:
-            chart = MetricsChart([active.id], title=f"{active.name} · live")
+            chart = MetricsChart([active.id], title=active.name or "")
             display(chart)
         try:
             return run_cell() if run_cell is not None else run_in_shell(shell, cell, "<tracked cell>")

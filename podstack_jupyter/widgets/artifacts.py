@@ -105,6 +105,13 @@ class ArtifactBrowser(PodstackWidget):
             self.files = files
             self.total_size = sum(f["size"] for f in files)
 
+    def _summary(self) -> str:
+        from ._text import size_text
+
+        lines = [f"run {self.run.get('name')}: {len(self.files)} file(s), {size_text(self.total_size)}"]
+        lines += [f"  {f['path']}  {size_text(f['size'])}  {f['modified']}" for f in self.files[:20]]
+        return "\n".join(lines)
+
     def _known(self, path) -> str:
         if not isinstance(path, str) or not path:
             raise InvalidArgumentError(f"an artifact path is a non-empty string, got {path!r}")

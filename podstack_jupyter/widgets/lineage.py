@@ -92,6 +92,10 @@ class LineageGraph(PodstackWidget):
             if self.selected and self.selected not in {n["id"] for n in nodes}:
                 self.selected = ""
 
+    def _summary(self) -> str:
+        count = {k: sum(n["kind"] == k for n in self.nodes) for k in ("dataset", "run", "version")}
+        return f"model {self.model}: {count['dataset']} dataset(s) -> {count['run']} run(s) -> {count['version']} version(s)"
+
     @staticmethod
     def _run_node(registry, run_id: str, run_name: str) -> dict:
         try:

@@ -337,5 +337,7 @@ class MetricsChart(PodstackWidget):
                 raise KeyError(f"this chart has no metric {key!r} for run {run_id!r}")
             return series.steps.copy(), series.values.copy(), series.times.copy()
 
-    def _repr_keys(self):
-        return f"{len(self.runs)} run(s), metrics {self.metric_keys}"
+    def _summary(self) -> str:
+        names = ", ".join(r["name"] for r in self.runs[:5]) + (", ..." if len(self.runs) > 5 else "")
+        points = sum(s.n for s in self._series.values())
+        return f"{len(self.runs)} run(s) ({names}); metrics {', '.join(self.metric_keys) or 'none yet'}; {points:,} points"

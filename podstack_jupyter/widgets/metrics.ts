@@ -154,6 +154,9 @@ class Panel {
 
   update(drawn: Drawn[], width: number, height: number) {
     this.drawn = drawn;
+    // what is drawn, readable from the page (browser tests, accessibility tools)
+    this.box.dataset.series = String(drawn.length);
+    this.box.dataset.points = String(drawn.reduce((sum, d) => sum + d.y.length, 0));
     const view = this.view;
     const model = view.model;
     const log = model.get("y_scale") === "log";
@@ -185,6 +188,7 @@ class Panel {
         scales: { x: { time: false }, y: { distr: log ? 3 : 1, log: 10 } },
         axes: [
           { stroke: axis, font, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 },
+            incrs: byTime ? undefined : STEP_INCREMENTS,
             values: byTime ? (_u: uPlot, splits: number[]) => splits.map((s) => formatDuration(s)) : undefined },
           { stroke: axis, font, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 }, size: 56,
             values: (_u: uPlot, splits: number[]) => splits.map((s) => formatNumber(s)) },
@@ -401,6 +405,9 @@ class MetricsView {
     this.root.remove();
   }
 }
+
+// whole-number ticks for steps
+const STEP_INCREMENTS = [1, 2, 5].flatMap((m) => Array.from({ length: 10 }, (_, e) => m * 10 ** e)).sort((a, b) => a - b);
 
 const PANEL_COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#B8860B", "#7F7F7F"];
 

@@ -124,6 +124,10 @@ class RunsTable(PodstackWidget):
     def run_ids(self) -> list[str]:
         return list(self.table.get("ids", []))
 
+    def _summary(self) -> str:
+        return (f"{len(self.run_ids):,} runs of {self.experiment or 'every experiment'}; columns "
+                f"{', '.join(c['label'] for c in self.columns[4:12])}")
+
     def column(self, column_id: str) -> list:
         """The values of one column, in table order (numbers as floats, NaN where missing)."""
         value = self.table["cells"][column_id]
@@ -167,6 +171,9 @@ class RunsExplorer(ipywidgets.VBox):
         self.chart = chart or MetricsChart(title="selected runs")
         super().__init__([table, self.chart])
         table.observe(self._draw_selection, names="selected")
+
+    def __repr__(self):
+        return f"RunsExplorer: {self.table._summary()}; {len(self.table.selected)} selected"
 
     def _draw_selection(self, change) -> None:
         try:

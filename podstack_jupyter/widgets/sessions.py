@@ -47,6 +47,12 @@ class SessionPanel(PodstackWidget):
         gone = [s for sid, s in self._stopped.items() if sid not in ids]
         self.sessions = live + gone
 
+    def _summary(self) -> str:
+        if not self.sessions:
+            return "no GPU sessions"
+        return "\n" + "\n".join(f"  {s['id']}  {s['spec']}  {s['backend']}  {s['state']}  up {s['uptime_s']} s"
+                                for s in self.sessions)
+
     def _find(self, session_id):
         if not isinstance(session_id, str) or not session_id:
             raise InvalidArgumentError(f"a session id is a non-empty string, got {session_id!r}")
@@ -109,6 +115,9 @@ class GPUStatusLine(PodstackWidget):
             self._show(warm[0], "running")
         if live:
             self._subscribe("session.state", "_on_session_event")
+
+    def _summary(self) -> str:
+        return f"{self.spec} {self.state} {self.detail}".strip()
 
     def _show(self, info: dict, state: str) -> None:
         self._last_info = info
