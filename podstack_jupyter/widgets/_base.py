@@ -81,6 +81,7 @@ class PodstackWidget(anywidget.AnyWidget):
         self._lock = threading.RLock()
         self._subscriptions: list[events.Subscription] = []
         self.sent: collections.deque = collections.deque(maxlen=200)
+        self.sent_count = 0  # every custom message sent, also those ``sent`` no longer holds
         super().__init__(**kwargs)
         self.on_msg(self._dispatch_view_message)
 
@@ -95,6 +96,7 @@ class PodstackWidget(anywidget.AnyWidget):
     def send(self, content, buffers=None):
         """Send a custom message to every view (recorded in ``sent``, newest last)."""
         self.sent.append((content, [bytes(b) for b in buffers] if buffers else []))
+        self.sent_count += 1
         super().send(content, buffers)
 
     def _dispatch_view_message(self, _widget, content, buffers):

@@ -247,10 +247,10 @@ class MetricsChart(PodstackWidget):
                 self.send({"type": "append", "seq": self._seq, "series": entries}, buffers)
             if reconcile:
                 self._reload(reconcile)
+            # a stream that stops leaves the snapshot behind the appends: a front end asking for
+            # the whole state (get_state) or the run's end brings it up to date
             if self._seq > self._snapshot_seq and (reconcile or time.monotonic() - self._snapshot_at >= self.snapshot_every):
                 self._send_snapshot()
-            elif self._seq > self._snapshot_seq:
-                live_sender.mark(self)  # come back for the snapshot when it is due
 
     def _reload(self, run_ids) -> None:
         """Re-read runs from the store: their status, and every point (what the store holds is the truth)."""
