@@ -41,6 +41,7 @@ _LAZY = {
     "experiment": ("podstack_jupyter.tracking", "experiment"),
     "run": ("podstack_jupyter.tracking", "run"),
     "model": ("podstack_jupyter.models", "model"),
+    "artifacts": ("podstack_jupyter.artifacts", None),
     "config": ("podstack_jupyter.config", None),
     "show_metrics": ("podstack_jupyter.widgets", "show_metrics"),
     "show_runs": ("podstack_jupyter.widgets", "show_runs"),
@@ -54,7 +55,7 @@ _ERRORS = (
     "GPUNotAvailableError", "EnvironmentBuildError", "SerializationError", "ExecutionTimeoutError",
     "RemoteExecutionError", "SessionDiedError", "CellSyntaxError", "InvalidArgumentError", "NotFoundError",
     "ExperimentNotFoundError", "RunNotFoundError", "ModelNotFoundError", "ArtifactNotFoundError",
-    "ArtifactIntegrityError",
+    "ArtifactIntegrityError", "TreeHashMismatchError", "UnsafeArchiveError", "ArtifactInstallError",
 )
 _LAZY.update({name: ("podstack_jupyter.errors", name) for name in _ERRORS})
 

@@ -19,6 +19,7 @@ __all__ = ["main", "COMMANDS"]
 #: command modules, in the order ``--help`` lists them
 COMMANDS = [
     __name__,  # podstack info
+    "podstack_jupyter.artifacts._cli",  # podstack artifacts
 ]
 
 

@@ -17,12 +17,15 @@ wrong in the notebook's own terms.
     ├── SessionDiedError            the remote kernel died; its state is lost
     ├── CellSyntaxError             a %%gpu cell does not parse; nothing was sent
     ├── InvalidArgumentError        (also a ValueError) an argument is out of range or malformed
-    └── NotFoundError               (also a LookupError) something asked for does not exist
-        ├── ExperimentNotFoundError
-        ├── RunNotFoundError
-        ├── ModelNotFoundError
-        └── ArtifactNotFoundError
-    └── ArtifactIntegrityError      a stored blob does not match its recorded digest
+    ├── NotFoundError               (also a LookupError) something asked for does not exist
+    │   ├── ExperimentNotFoundError
+    │   ├── RunNotFoundError
+    │   ├── ModelNotFoundError
+    │   └── ArtifactNotFoundError
+    ├── ArtifactIntegrityError      a stored blob or a download does not match its recorded digest
+    │   ├── TreeHashMismatchError   an unpacked artifact's git-tree-sha1 is not the one Artifacts.toml names
+    │   └── UnsafeArchiveError      a tarball would write outside its folder (absolute path, '..', escaping link)
+    └── ArtifactInstallError        an Artifacts.toml artifact could not be installed from any of its urls
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ __all__ = [
     "ModelNotFoundError",
     "ArtifactNotFoundError",
     "ArtifactIntegrityError",
+    "TreeHashMismatchError",
+    "UnsafeArchiveError",
+    "ArtifactInstallError",
 ]
 
 
@@ -165,3 +171,28 @@ class ArtifactNotFoundError(NotFoundError):
 
 class ArtifactIntegrityError(PodstackError):
     """A stored blob's content does not match its recorded sha256 digest."""
+
+
+class TreeHashMismatchError(ArtifactIntegrityError):
+    """An unpacked artifact hashes to another ``git-tree-sha1`` than ``Artifacts.toml`` names
+    (``.expected``, ``.calculated``). Julia's Pkg calls this "Tree Hash Mismatch"; nothing is installed."""
+
+    def __init__(self, message: str = "", expected: str | None = None, calculated: str | None = None):
+        super().__init__(message, expected=expected, calculated=calculated)
+
+
+class UnsafeArchiveError(ArtifactIntegrityError):
+    """A tarball holds a member that would land outside the folder it is unpacked into (an
+    absolute path, a ``..`` component, a link escaping the tree) or that is not a file, folder
+    or symlink (``.member``). Nothing of it is installed."""
+
+    def __init__(self, message: str = "", member: str | None = None):
+        super().__init__(message, member=member)
+
+
+class ArtifactInstallError(PodstackError):
+    """An ``Artifacts.toml`` artifact (``.name``) could not be installed: every download url
+    failed. ``.attempts`` lists ``(url, error)`` for each url tried, in order."""
+
+    def __init__(self, message: str = "", name: str | None = None, attempts: list | None = None):
+        super().__init__(message, name=name, attempts=list(attempts or []))

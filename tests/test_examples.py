@@ -49,3 +49,17 @@ def test_gpu_cases_notebook_shows_images_streams_and_errors():
     assert "counter is still 0" in outputs_of(code[6])[0]
     missing = [o for o in code[7].outputs if o.output_type == "error"]
     assert missing and "has no H100 GPU; it has: L40S" in "".join(missing[0].traceback)
+
+
+def test_julia_artifacts_notebook_binds_installs_refuses_and_publishes():
+    nb = execute("julia_artifacts.ipynb")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "git-tree-sha1: " in outputs_of(code[0])[0]
+    binding = outputs_of(code[1])[0]
+    assert "same archive twice: True" in binding and "[[Iris.download]]" in binding and "lazy = true" in binding
+    installed = outputs_of(code[2])[0]
+    assert "installed before: False" in installed and "True ['README', 'iris.csv']" in installed
+    assert "5.1,setosa" in installed and "Fisher's iris, two rows" in installed
+    assert "refused: True | installed: False" in outputs_of(code[3])[0]
+    published = outputs_of(code[4])[0]
+    assert "['config.json', 'weights.bin'] True" in published and '{"hidden": 8}' in published

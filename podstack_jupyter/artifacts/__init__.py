@@ -10,6 +10,9 @@ which path, is recorded by the tracking store; equal files are stored once::
 
 ``ArtifactStore`` is the interface a backend implements (``LocalArtifactStore``
 today; an S3-compatible store fits behind the same methods).
+
+Julia-compatible ``Artifacts.toml`` (``artifact``, ``create_artifact``, ``bind_artifact``,
+``compute_git_tree_sha1``, ...) lives in ``artifacts.julia``; its names are also here.
 """
 
 from __future__ import annotations
@@ -20,6 +23,19 @@ from ._base import PROGRESS_BYTES, ArtifactStore
 from ._local import LocalArtifactStore
 
 __all__ = ["ArtifactStore", "LocalArtifactStore", "open_store", "PROGRESS_BYTES"]
+
+# Artifacts.toml support, imported on first use (keeps `import podstack` fast)
+from ._julia_names import JULIA_NAMES as _JULIA_NAMES  # noqa: E402
+
+__all__ += _JULIA_NAMES
+
+
+def __getattr__(name: str):
+    if name in _JULIA_NAMES:
+        from . import julia
+
+        return getattr(julia, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _stores: dict[str, ArtifactStore] = {}
 _lock = threading.Lock()
