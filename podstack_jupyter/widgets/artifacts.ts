@@ -1,7 +1,7 @@
 // The artifact browser view: a run's artifacts as a tree (path, type badge by extension,
 // size, upload time), total size in the footer, download into the notebook's working folder,
 // preview of images and text (sent by the kernel: nothing is fetched from elsewhere).
-import { bytesOf, CATEGORY_COLORS, formatSize, formatTime, h, listen, RenderProps, statusLine } from "./common";
+import { bytesOf, CATEGORY_COLORS, formatSize, formatTime, h, icon, listen, RenderProps, statusLine } from "./common";
 
 interface FileEntry { path: string; size: number; modified: string; ext: string; category: string; }
 interface TreeNode { name: string; path: string; children: Map<string, TreeNode>; file?: FileEntry; size: number; count: number; modified: string; }
@@ -89,7 +89,7 @@ class ArtifactsView {
           { dataset: { path: child.path }, role: "treeitem", "aria-expanded": isFolder ? String(open) : null },
           h("span.psw-col-path", { style: { paddingLeft: `${8 + depth * 18}px` }, title: child.path,
             onclick: () => { if (isFolder) { if (open) this.collapsed.add(child.path); else this.collapsed.delete(child.path); this.draw(); } else if (canPreview) this.askPreview(child.path); } },
-          h("span.psw-twisty", null, isFolder ? (open ? "▾" : "▸") : ""), h("span.psw-icon", null, isFolder ? "📁" : "📄"),
+          h("span.psw-twisty", null, isFolder ? (open ? "▾" : "▸") : ""), icon(isFolder ? "folder" : "file"),
           child.name, isFolder ? h("span.psw-muted", null, ` ${child.count} file${child.count === 1 ? "" : "s"}`) : "",
           saved ? h("span.psw-saved", { title: `downloaded to ${saved}` }, " ✓ saved") : ""),
           h("span.psw-col-type", null, child.file ? h("span.psw-type", { style: { background: CATEGORY_COLORS[category] || CATEGORY_COLORS.other }, title: category },
@@ -97,9 +97,9 @@ class ArtifactsView {
           h("span.psw-col-size", null, formatSize(child.size)),
           h("span.psw-col-time", { title: child.modified }, formatTime(child.modified)),
           h("span.psw-col-act", null,
-            canPreview ? h("button.psw-icon-btn", { type: "button", title: `preview ${child.path}`, "aria-label": `preview ${child.path}`, onclick: () => this.askPreview(child.path) }, "👁") : "",
+            canPreview ? h("button.psw-icon-btn", { type: "button", title: `preview ${child.path}`, "aria-label": `preview ${child.path}`, onclick: () => this.askPreview(child.path) }, icon("eye")) : "",
             h("button.psw-icon-btn.psw-download", { type: "button", title: `download ${child.path} into the working folder`, "aria-label": `download ${child.path}`,
-              onclick: () => { this.model.send({ action: "download", path: child.path }); } }, "⤓"))));
+              onclick: () => { this.model.send({ action: "download", path: child.path }); } }, icon("download")))));
         if (open) walk(child, depth + 1);
       }
     };

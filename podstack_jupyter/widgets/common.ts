@@ -59,6 +59,34 @@ export function formatNumber(value: number | null | undefined): string {
   return Number(value.toPrecision(5)).toString();
 }
 
+/** An axis tick: short, exponent form for very small or large numbers ("" where uPlot leaves a gap). */
+export function formatTick(value: number | null | undefined): string {
+  if (value == null || !isFinite(value)) return "";
+  const magnitude = Math.abs(value);
+  if (magnitude !== 0 && (magnitude < 1e-3 || magnitude >= 1e6)) {
+    const [mantissa, exponent] = value.toExponential(1).split("e");
+    return `${mantissa.replace(/\.0$/, "")}e${Number(exponent)}`;
+  }
+  return Number(value.toPrecision(4)).toLocaleString();
+}
+
+/** A small inline SVG icon (no icon font or emoji needed). */
+export function icon(name: "folder" | "file" | "eye" | "download"): SVGElement {
+  const paths: Record<string, string> = {
+    folder: "M1.5 3.5h4l1.5 1.5h7.5v8.5h-13z",
+    file: "M3.5 1.5h6l3 3v10h-9z M9.5 1.5v3h3",
+    eye: "M1 8c2-3.5 4.5-5 7-5s5 1.5 7 5c-2 3.5-4.5 5-7 5s-5-1.5-7-5z M8 5.5a2.5 2.5 0 1 0 0 5a2.5 2.5 0 1 0 0-5z",
+    download: "M8 1.5v9 M4.5 7l3.5 3.5 3.5-3.5 M2 14h12",
+  };
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 16 16");
+  svg.setAttribute("class", `psw-svg-icon psw-icon-${name}`);
+  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("d", paths[name]);
+  svg.append(path);
+  return svg;
+}
+
 export function formatDuration(seconds: number | null | undefined): string {
   if (seconds == null || !isFinite(seconds)) return "—";
   if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;

@@ -3,7 +3,7 @@
 // sends that range at full detail), double-click to reset. Live points arrive as binary
 // "append" messages and are kept per model, so every view of the model draws all of them.
 import uPlot from "uplot";
-import { f64, formatDuration, formatNumber, h, listen, ModelLike, RenderProps, scheduler, statusLine, STAGE_COLORS } from "./common";
+import { f64, formatDuration, formatNumber, formatTick, h, listen, ModelLike, RenderProps, scheduler, statusLine, STAGE_COLORS } from "./common";
 
 interface SeriesData { run: string; key: string; steps: Float64Array; values: Float64Array; times: Float64Array; n: number; total: number; }
 
@@ -189,9 +189,11 @@ class Panel {
         axes: [
           { stroke: axis, font, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 },
             incrs: byTime ? undefined : STEP_INCREMENTS,
-            values: byTime ? (_u: uPlot, splits: number[]) => splits.map((s) => formatDuration(s)) : undefined },
-          { stroke: axis, font, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 }, size: 56,
-            values: (_u: uPlot, splits: number[]) => splits.map((s) => formatNumber(s)) },
+            values: byTime ? (_u: uPlot, splits: number[]) => splits.map((s) => formatDuration(s))
+              : (_u: uPlot, splits: number[]) => splits.map((s) => formatTick(s)) },
+          { stroke: axis, font, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 }, size: 60,
+            // on a log axis only the powers of ten get a label
+            values: (_u: uPlot, splits: number[]) => splits.map((s) => (log && s > 0 && Math.abs(Math.log10(s) % 1) > 1e-9 ? "" : formatTick(s))) },
         ],
         series,
         cursor: { drag: { x: true, y: false, setScale: false }, points: { size: 7 } },

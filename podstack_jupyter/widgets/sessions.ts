@@ -89,7 +89,7 @@ export function renderGpuStatus({ model, el }: RenderProps): () => void {
     const text = STATE_TEXT[state] || state;
     const detail: string = model.get("detail");
     line.replaceChildren(h("span.psw-dot", { style: { background: STATE_COLORS[state] || "#6b7280" }, class: finished ? "" : "psw-pulse" }),
-      h("b", null, model.get("spec")), h("span", null, finished ? `${text} in ${formatDuration(elapsed)}` : `${text} · ${formatDuration(elapsed)}`),
+      h("span.psw-mono", null, "%%gpu"), h("b", null, model.get("spec")), h("span", null, finished ? `${text} in ${formatDuration(elapsed)}` : `${text} · ${formatDuration(elapsed)}`),
       detail ? h("span.psw-muted", null, detail) : "", model.get("session") ? h("span.psw-muted.psw-mono", null, `session ${model.get("session")}`) : "");
   };
   draw();

@@ -80,9 +80,13 @@ def lab(tmp_path_factory):
     startup = ipython_dir / "profile_default" / "startup"
     startup.mkdir(parents=True)
     (startup / "00-podstack-test-publisher.py").write_text(_STAND_IN_PUBLISHER)
+    settings = root / ".lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
     port, token = _free_port(), "podstack-browser-test"
     env = {**os.environ, "PODSTACK_HOME": str(root / ".podstack"), "IPYTHONDIR": str(ipython_dir),
-           "JUPYTER_CONFIG_DIR": str(root / ".jupyter"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+           "JUPYTER_CONFIG_DIR": str(root / ".jupyter"),
+           "JUPYTERLAB_SETTINGS_DIR": str(root / ".lab-settings"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     log = open(tmp_path_factory.mktemp("lab-log") / "lab.log", "wb")  # noqa: SIM115 - closed when the fixture ends
     process = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
@@ -143,6 +147,9 @@ def test_every_widget_renders_and_works_in_jupyterlab(lab, page):
     page.wait_for_function(  # the kernel is up and idle
         "() => [...document.querySelectorAll('[data-status]')].some(e => e.getAttribute('data-status') === 'idle')",
         timeout=90_000)
+    news = page.locator(".jp-toast-container").get_by_role("button", name="No")
+    if news.count():
+        news.first.click()  # JupyterLab's "get notified about news?" toast would cover the screenshots
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
