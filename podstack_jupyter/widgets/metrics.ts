@@ -193,7 +193,10 @@ class Panel {
               : (_u: uPlot, splits: number[]) => splits.map((s) => formatTick(s)) },
           { stroke: axis, font, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 }, size: 60,
             // on a log axis only the powers of ten get a label
-            values: (_u: uPlot, splits: number[]) => splits.map((s) => (log && s > 0 && Math.abs(Math.log10(s) % 1) > 1e-9 ? "" : formatTick(s))) },
+            values: (_u: uPlot, splits: number[]) => {
+              const decades = splits.map((s) => (log && s > 0 && Math.abs(Math.log10(s) % 1) > 1e-9 ? "" : formatTick(s)));
+              return decades.filter(Boolean).length >= 2 ? decades : splits.map((s) => formatTick(s)); // a narrow log range: label every tick
+            } },
         ],
         series,
         cursor: { drag: { x: true, y: false, setScale: false }, points: { size: 7 } },
