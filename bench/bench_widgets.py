@@ -13,6 +13,10 @@ Measures:
      downsampling to 2,000 points + float64 buffers) against sending every point as JSON (a widget
      that syncs a list), redrawing a matplotlib line of every point (Agg), and the machine's floor
      (one copy of the array)
+  3. (when Debian's chromium and playwright are installed) the browser's cost of drawing the chart:
+     the bundled view, fed through a plain object that behaves like the widget's model (the way the
+     JupyterLab extension reuses the views), redraws the snapshot of a --points-point metric (2,000
+     points) against the same view given every point
 Ratios are other / podstack (>1: podstack faster). The machine is shared: compare ratios of one run.
 """
 
@@ -109,6 +113,68 @@ def refresh(points: int) -> dict:
     return out
 
 
+_PAGE_SCRIPT = """
+async ([js, css, points, maxPoints]) => {
+  const style = document.createElement("style"); style.textContent = css; document.head.append(style);
+  const mod = await import(URL.createObjectURL(new Blob([js], { type: "text/javascript" })));
+  const frame = () => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  const values = new Float64Array(points), steps = new Float64Array(points);
+  let walk = 0;
+  for (let i = 0; i < points; i++) { walk += Math.sin(i * 12.9898) * 0.5; values[i] = walk; steps[i] = i; }
+  const snapshot = (seq, limit) => {
+    const keep = mod.minMaxIndices ? mod.minMaxIndices(values, limit) : null;
+    const pick = (a) => (keep ? Float64Array.from(keep, (k) => a[k]) : a);
+    return { seq, series: [{ run: "r", key: "loss", n: points, steps: pick(steps), values: pick(values), times: pick(steps) }] };
+  };
+  const result = {};
+  for (const [name, limit] of [["downsampled", maxPoints], ["every_point", points + 1]]) {
+    const state = { _kind: "metrics", runs: [{ id: "r", name: "run", status: "completed", color: "#0072B2", start: 0 }],
+      metric_keys: ["loss"], panel_layout: "panels", x_axis: "step", y_scale: "linear", smoothing: 0, hidden_runs: [],
+      max_points: limit, snapshot: snapshot(0, limit), live: false, title: name, status: "" };
+    const listeners = {};
+    const model = { get: (k) => state[k], set: (k, v) => { state[k] = v; (listeners["change:" + k] || []).forEach((f) => f()); },
+      save_changes() {}, on(e, f) { (listeners[e] = listeners[e] || []).push(f); },
+      off(e, f) { listeners[e] = (listeners[e] || []).filter((g) => g !== f); }, send() {} };
+    const el = document.createElement("div"); el.style.width = "900px"; document.body.append(el);
+    let t = performance.now();
+    const cleanup = mod.default.render({ model, el });
+    await frame();
+    const first = performance.now() - t;
+    const times = [];
+    for (let i = 1; i <= 5; i++) {
+      t = performance.now();
+      model.set("snapshot", snapshot(i, limit));
+      await frame();
+      times.push(performance.now() - t);
+    }
+    times.sort((a, b) => a - b);
+    result[name] = { first, refresh: times[2], drawn: Number(el.querySelector(".psw-panel").dataset.points) };
+    cleanup(); el.remove();
+  }
+  return result;
+}
+"""
+
+
+def browser_draw(points: int, max_points: int = 2000) -> dict | None:
+    if not os.path.exists("/usr/bin/chromium"):
+        return None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    from podstack_jupyter.widgets._base import bundle_text
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1000, "height": 800})
+        page.set_content("<html><body></body></html>")
+        result = page.evaluate(_PAGE_SCRIPT, [bundle_text("widgets.js"), bundle_text("widgets.css"), points, max_points])
+        browser.close()
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=1_000_000)
@@ -132,6 +198,16 @@ def main():
               f"   ratio {r['matplotlib'] / r['ours']:.1f}x")
     print(f"   machine floor: one copy of the array                 {r['copy'] * 1e3:9.2f} ms"
           f"   (podstack is {r['ours'] / r['copy']:.1f}x the floor)")
+
+    b = browser_draw(args.points)
+    if b is None:
+        print("3. browser draw: skipped (needs /usr/bin/chromium and playwright)")
+        return
+    ours, every = b["downsampled"], b["every_point"]
+    print(f"3. the chart view in headless chromium, {args.points:,}-point metric")
+    print(f"   podstack (snapshot of {ours['drawn']:,} points): first draw {ours['first']:8.1f} ms, refresh {ours['refresh']:8.1f} ms")
+    print(f"   same view, every point ({every['drawn']:,}):      first draw {every['first']:8.1f} ms, refresh {every['refresh']:8.1f} ms"
+          f"   ratio {every['refresh'] / ours['refresh']:.1f}x refresh")
 
 
 if __name__ == "__main__":

@@ -4,14 +4,14 @@
 import "uplot/dist/uPlot.min.css";
 import "./widgets.css";
 import type { ModelLike, RenderProps } from "./common";
-import { initializeMetrics, renderMetrics } from "./metrics";
+import { initializeMetrics, minMaxIndices, renderMetrics } from "./metrics";
 import { renderRuns } from "./runs";
 import { renderLineage } from "./lineage";
 import { renderArtifacts } from "./artifacts";
 import { renderGpuStatus, renderSessions } from "./sessions";
 
 export type { ModelLike, RenderProps };
-export { renderMetrics, renderRuns, renderLineage, renderArtifacts, renderSessions, renderGpuStatus, initializeMetrics };
+export { renderMetrics, renderRuns, renderLineage, renderArtifacts, renderSessions, renderGpuStatus, initializeMetrics, minMaxIndices };
 
 const VIEWS: Record<string, (props: RenderProps) => () => void> = {
   metrics: renderMetrics, runs: renderRuns, lineage: renderLineage, artifacts: renderArtifacts,
