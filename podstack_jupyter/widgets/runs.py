@@ -143,9 +143,10 @@ class RunsTable(PodstackWidget):
 
     # -- live --------------------------------------------------------------------------------------
     def _on_run_event(self, event) -> None:
-        record = event.data.get("run")
-        run_id = event.data.get("run_id") or (record or {}).get("id")
-        if record is not None and self._experiment_id is not None and record.get("experiment_id") != self._experiment_id:
+        record = event.data.get("run")  # a run record (dict) or a Run
+        field = (lambda name: record.get(name)) if isinstance(record, dict) else (lambda name: getattr(record, name, None))
+        run_id = event.data.get("run_id") or (field("id") if record is not None else None)
+        if record is not None and self._experiment_id is not None and field("experiment_id") != self._experiment_id:
             return
         if record is None and run_id not in self._run_ids:
             return

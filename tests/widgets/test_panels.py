@@ -55,6 +55,28 @@ def test_selecting_runs_draws_them_in_the_chart_below():
         explorer.table.selected = ["someone-else"]
 
 
+def test_the_table_follows_runs_starting_and_ending(monkeypatch):
+    from podstack_jupyter import events
+    from podstack_jupyter.widgets import live_sender
+    from widget_helpers import wait_for
+
+    make_runs(1)
+    table = RunsTable("exp")
+    monkeypatch.setattr(RunsTable, "reload_every", 0.0)
+    run = registry.start_run("new-one")
+    events.publish("run.started", run=run.to_dict())  # as the tracking plane documents it
+    wait_for(lambda: run.id in table.run_ids, what="the new run's row")
+    registry.end_run()
+    events.publish("run.ended", run_id=run.id, status="completed")
+    wait_for(lambda: dict(zip(table.run_ids, table.column("status")))[run.id] == "completed", what="its status")
+    other = registry.set_experiment("other")
+    with registry.start_run("elsewhere") as elsewhere:
+        pass
+    events.publish("run.started", run={"id": elsewhere.id, "experiment_id": other.id})
+    live_sender.drain()
+    assert elsewhere.id not in table.run_ids
+
+
 def test_ten_thousand_runs_travel_as_columns_not_rows():
     from podstack_jupyter.tracking.store import current_store
 
