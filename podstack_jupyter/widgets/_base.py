@@ -26,6 +26,7 @@ __all__ = ["PodstackWidget", "bundle_text", "can_show_widgets", "live_sender"]
 log = logging.getLogger("podstack.widgets")
 
 _STATIC = Path(__file__).with_name("static")
+_RECORD_BYTES = 1 << 20
 _bundle_cache: dict[str, str] = {}
 
 
@@ -95,7 +96,9 @@ class PodstackWidget(anywidget.AnyWidget):
     # -- messages to and from the views ---------------------------------------------------------
     def send(self, content, buffers=None):
         """Send a custom message to every view (recorded in ``sent``, newest last)."""
-        self.sent.append((content, [bytes(b) for b in buffers] if buffers else []))
+        # large buffers (an image preview) are recorded by size only, so the record stays small
+        self.sent.append((content, [bytes(b) if len(b) <= _RECORD_BYTES else f"<{len(b)} bytes>" for b in buffers]
+                          if buffers else []))
         self.sent_count += 1
         super().send(content, buffers)
 
