@@ -14,7 +14,7 @@ the ``PODSTACK_`` prefix):
 ``PODSTACK_API_URL``       compute API URL
 ``PODSTACK_REGISTRY_URL``  tracking server URL; unset = embedded store
 ``PODSTACK_TRACKING_URI``  SQLAlchemy URL of the store (default: SQLite file in the home)
-``PODSTACK_ARTIFACT_ROOT`` artifact folder (default: <home>/artifacts)
+``PODSTACK_ARTIFACT_ROOT`` artifact folder or ``s3://bucket/prefix`` (default: <home>/artifacts)
 ``PODSTACK_BACKEND``       compute backend for ``%%gpu``: ``local`` (default)
 ``PODSTACK_LOCAL_GPUS``    declared GPU inventory for the local backend, e.g. ``L40S:2,T4``
 ``PODSTACK_IDLE_TIMEOUT``  seconds after which an idle GPU session is stopped (0 = never)
@@ -99,7 +99,7 @@ def _resolve() -> Settings:
             values[field] = value
     values.update({k: v for k, v in _overrides.items() if v is not None})
     values["home"] = home
-    if values.get("artifact_root") is not None:
+    if values.get("artifact_root") is not None and "://" not in str(values["artifact_root"]):  # URLs stay text
         values["artifact_root"] = Path(values["artifact_root"]).expanduser()
     try:
         values["idle_timeout"] = float(values.get("idle_timeout") or 0)

@@ -1,18 +1,20 @@
-"""The example notebooks, executed headless in a real kernel as a user would run them."""
+"""The example notebooks and the README's first example, executed headless in a real kernel as a user would."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).parent.parent / "examples" / "notebooks"
+ROOT = Path(__file__).parent.parent
+NOTEBOOKS = ROOT / "examples" / "notebooks"
 
 
-def execute(name: str) -> nbformat.NotebookNode:
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+def execute(name: str | nbformat.NotebookNode) -> nbformat.NotebookNode:
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4) if isinstance(name, str) else name
     NotebookClient(nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     return nb
 
@@ -31,6 +33,24 @@ def test_quickstart_runs_end_to_end():
     assert "y came back: [ 0  3  6  9 12]" in outputs_of(code[2])[0]
     assert "[1 2 3] 500000500000" in outputs_of(code[4])[0]
     assert "1.0" in outputs_of(code[5])[0]
+    gpus = [o for o in code[6].outputs if o.output_type == "execute_result"][0].data
+    assert "PODSTACK_LOCAL_GPUS" in gpus["text/plain"] or "backend: local" in gpus["text/plain"]
+    sessions = [o for o in code[7].outputs if o.output_type == "execute_result"][0].data
+    assert "| id | state |" in sessions["text/markdown"] and "idle" in sessions["text/plain"]
+    assert "<table" not in str(sessions)
+
+
+def test_readme_first_example_runs_as_shown():
+    """The README's opening cells, verbatim, on the embedded default (no GPU, nothing configured)."""
+    readme = (ROOT / "README.md").read_text()
+    first, second = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[:2]
+    assert first.startswith("%load_ext podstack") and second.startswith("%%gpu\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(first), nbformat.v4.new_code_cell(second)])
+    execute(nb)
+    text, outputs = outputs_of(nb.cells[1])
+    assert "[0 3 6]" in text
+    (result,) = [o.data["text/plain"] for o in outputs if o.output_type == "execute_result"]
+    assert "1499998500000" in result
 
 
 def test_gpu_cases_notebook_shows_images_streams_and_errors():

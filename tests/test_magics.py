@@ -1,7 +1,11 @@
-"""%%track through a real IPython shell, alone and stacked over %%gpu (a real remote kernel)."""
+"""The magics through a real IPython shell: %%track alone and stacked over %%gpu (a real remote kernel);
+%gpu's sub-commands, help and tables; a terminal IPython; unloading."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -9,6 +13,7 @@ import pytest
 
 import podstack
 from podstack import registry
+from podstack_jupyter import config
 from podstack_jupyter.compute import sessions
 
 
@@ -124,3 +129,94 @@ def test_run_decorator_under_gpu_tracks_a_remote_function():
     assert tracked.name == "remote-fn" and tracked.status == "completed"
     assert tracked.params == {"lr": "0.3"} and tracked.metrics == {"acc": 0.75} and tracked.tags["variant"] == "a"
     assert registry.get_experiment(tracked.experiment_id).name == "remote-exp"
+
+
+# -- %gpu: sub-commands, help, tables --------------------------------------------------------------
+def test_gpu_help_lists_every_subcommand_and_each_has_its_own(ip, capsys):
+    from podstack_jupyter.magics import PodstackMagics
+
+    for command in ("sessions", "stop", "restart", "pull", "push", "gpus"):
+        assert f"usage: %gpu {command}" in PodstackMagics.gpu_line.__doc__  # what %gpu? shows
+    assert "--pip PKG" in PodstackMagics.gpu_cell.__doc__ and "PODSTACK_LOCAL_GPUS" in PodstackMagics.gpu_cell.__doc__
+    run(ip, "%gpu stop --help")
+    out = capsys.readouterr().out
+    assert "usage: %gpu stop [-h] [target]" in out and "a session id, a GPU type" in out
+    assert run(ip, "%%gpu --help\nx = 1") is None
+    assert "usage: %%gpu [-h] [--count COUNT]" in capsys.readouterr().out and "x" not in ip.user_ns
+    assert sessions.find("all") == []
+
+
+def test_gpu_bad_subcommands_are_usage_errors_naming_the_choices(ip, capsys):
+    ip.run_cell("%gpu bogus")
+    assert "invalid choice: 'bogus' (choose from 'sessions', 'stop', 'restart', 'pull', 'push', 'gpus')" in \
+        capsys.readouterr().err
+    ip.run_cell("%gpu pull")
+    assert "the following arguments are required: NAME" in capsys.readouterr().err
+
+
+def test_gpu_stop_of_nothing_says_what_is_there(ip, capsys):
+    ip.run_cell("%gpu stop NOPE")
+    err = capsys.readouterr().err
+    assert "no session matches 'NOPE'" in err and "no GPU session is running" in err
+    run(ip, "%%gpu\nkept = 1")
+    (session,) = sessions.find("all")
+    ip.run_cell("%gpu stop NOPE")
+    err = capsys.readouterr().err
+    assert "no session matches 'NOPE'" in err and "live sessions" in err and session.id in err
+    assert sessions.find("all") == [session]  # nothing stopped
+    run(ip, f"%gpu stop {session.id}")
+    assert f"stopped 1 session(s): {session.id}" in capsys.readouterr().out and sessions.find("all") == []
+
+
+def test_gpu_sessions_and_gpus_are_tables_in_text_and_in_notebooks(ip, monkeypatch):
+    monkeypatch.setenv("PODSTACK_LOCAL_GPUS", "L40S:2,T4")
+    config.reset()
+    gpus = run(ip, "%gpu gpus")
+    assert [g["type"] for g in gpus] == ["L40S", "L40S", "T4"]  # still the list of dicts, for scripts
+    text = gpus.text().splitlines()
+    assert text[0].split() == ["index", "type", "device", "in", "use"] and text[1].split()[:2] == ["0", "L40S"]
+    assert text[-1] == "backend: local" and "| 2 | T4 | declared T4 | 0% |" in gpus._repr_markdown_()
+    run(ip, "%%gpu L40S --fraction 50\nx = 1")
+    assert "50%" in run(ip, "%gpu gpus").text().splitlines()[1]
+    table = run(ip, "%gpu sessions")
+    header, row = table.text().splitlines()
+    assert header.split() == ["id", "state", "spec", "backend", "GPUs", "environment", "uptime", "sent", "received"]
+    assert row.split()[:4] == [table[0]["id"], "idle", "L40S@50%", "local"] and "1xL40S [0] @50%" in row
+    assert table._repr_markdown_().splitlines()[0] == ("| id | state | spec | backend | GPUs | environment | uptime "
+                                                       "| sent | received |")
+
+
+def test_no_gpus_says_how_to_declare_them(ip):
+    try:
+        import pynvml  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("NVML is installed here")
+    assert "PODSTACK_LOCAL_GPUS=L40S:2,T4" in run(ip, "%gpu gpus").text()
+
+
+def test_terminal_ipython_shows_plain_text_tables(tmp_path):
+    """A real terminal IPython (not a kernel): no HTML, no bare lists."""
+    script = ('%load_ext podstack\nget_ipython().run_cell_magic("gpu", "L40S", "x = 1")\n%gpu sessions\n'
+              '%gpu gpus\n%gpu stop NOPE\n')
+    env = dict(os.environ, PODSTACK_LOCAL_GPUS="L40S", PODSTACK_HOME=str(tmp_path), COLUMNS="200")
+    out = subprocess.run([sys.executable, "-m", "IPython", "--simple-prompt", "--no-banner", "--colors=nocolor"],
+                         input=script, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         timeout=120).stdout
+    assert "<t" not in out and "Out[4]: []" not in out
+    assert "state  spec  backend  GPUs" in out and "idle   L40S  local    1xL40S [0]" in out
+    assert "0      L40S  declared L40S  100%" in out and "backend: local" in out
+    assert "no session matches 'NOPE'" in out
+
+
+def test_unload_removes_the_magics_and_load_brings_them_back(ip):
+    ip.run_line_magic("unload_ext", "podstack")
+    try:
+        for kind, name in (("line", "gpu"), ("cell", "gpu"), ("cell", "track"), ("line", "podstack")):
+            assert name not in ip.magics_manager.magics[kind], (kind, name)
+        assert "PodstackMagics" not in ip.magics_manager.registry
+    finally:
+        ip.run_line_magic("load_ext", "podstack")
+    assert "gpu" in ip.magics_manager.magics["cell"]
+    assert repr(run(ip, "%gpu sessions")) == "no GPU sessions"

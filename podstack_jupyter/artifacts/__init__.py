@@ -8,8 +8,8 @@ which path, is recorded by the tracking store; equal files are stored once::
     digest, size = store.put_file("model.pt")      # sha256 hex, bytes
     store.get_file(digest, "copy/model.pt")         # verified copy, or ArtifactIntegrityError
 
-``ArtifactStore`` is the interface a backend implements (``LocalArtifactStore``
-today; an S3-compatible store fits behind the same methods).
+``ArtifactStore`` is the interface a backend implements: ``LocalArtifactStore`` (a folder),
+``S3ArtifactStore`` (``PODSTACK_ARTIFACT_ROOT=s3://bucket/prefix``, with signed URLs).
 
 Julia-compatible ``Artifacts.toml`` (``artifact``, ``create_artifact``, ``bind_artifact``,
 ``compute_git_tree_sha1``, ...) lives in ``artifacts.julia``; its names are also here.
@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import threading
 
+from ..errors import ConfigurationError
 from ._base import PROGRESS_BYTES, ArtifactStore
 from ._local import LocalArtifactStore
+from ._s3 import PresignedUpload, S3ArtifactStore  # boto3 itself is imported on first use
 
-__all__ = ["ArtifactStore", "LocalArtifactStore", "open_store", "PROGRESS_BYTES"]
+__all__ = ["ArtifactStore", "LocalArtifactStore", "S3ArtifactStore", "PresignedUpload", "open_store",
+           "PROGRESS_BYTES"]
 
 # Artifacts.toml support, imported on first use (keeps `import podstack` fast)
 from ._julia_names import JULIA_NAMES as _JULIA_NAMES  # noqa: E402
@@ -49,5 +52,9 @@ def open_store() -> ArtifactStore:
     with _lock:
         store = _stores.get(root)
         if store is None:
-            store = _stores[root] = LocalArtifactStore(root)
+            is_s3 = root.lower().startswith("s3://")
+            if not is_s3 and "://" in root:
+                raise ConfigurationError(f"PODSTACK_ARTIFACT_ROOT={root}: artifacts go to a folder or to "
+                                         "s3://bucket/prefix; no store serves this URL")
+            store = _stores[root] = S3ArtifactStore(root) if is_s3 else LocalArtifactStore(root)
         return store

@@ -14,7 +14,11 @@ Notebook side, for every session of every backend:
   (``op = "module:function"``); it is imported on the first such event.
 
 Remote side, the agent offers ``agent.on_cell_end`` (callables run before a cell's
-results are sent back, e.g. to flush buffered metrics) and ``agent.context``.
+results are sent back, e.g. to flush buffered metrics) and ``agent.context``. Every
+session kernel, whatever its backend, is marked by the session layer before the agent
+loads: ``os.environ`` there holds ``PODSTACK_SESSION=1``, ``PODSTACK_SESSION_ID``,
+``PODSTACK_BACKEND``, ``PODSTACK_GPU_TYPE`` (``cpu`` without one), ``PODSTACK_GPU_COUNT`` and
+``PODSTACK_GPU_FRACTION``, and none of the notebook's other ``PODSTACK_*`` settings.
 """
 
 from __future__ import annotations

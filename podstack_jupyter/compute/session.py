@@ -19,30 +19,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .. import config
+from .. import config, events
 from ..errors import (ExecutionTimeoutError, PodstackError, RemoteExecutionError, SerializationError,
                       SessionDiedError)
 from . import hooks, wire
 from .agent import RPC_PROMPT
-from .backends import Allocation, Backend, KernelHandle, get_backend
+from .backends import Allocation, Backend, Connection, Environment, get_backend
 from .spec import GPUSpec
 
 __all__ = ["GPUSession", "SessionManager", "ExecutionOutcome", "OutputSink", "sessions"]
 
 _SOURCES = {name: (Path(__file__).with_name(f"{module}.py")).read_text()
             for name, module in (("_podstack_wire", "wire"), ("_podstack_agent", "agent"))}
+# Run in every new kernel, whatever the backend: mark it as a podstack session (tracking there logs
+# through the notebook, e.g.), then load the agent. Kernels never inherit the notebook's PODSTACK_* settings.
 _BOOTSTRAP = """
-def _podstack_bootstrap(sources):
-    import sys, types
+def _podstack_bootstrap(sources, marks):
+    import os, sys, types
+    os.environ.update(marks)
     for name, source in sources.items():
         module = types.ModuleType(name)
         module.__file__ = "<" + name + ">"
         sys.modules[name] = module
         exec(compile(source, module.__file__, "exec"), module.__dict__)
     sys.modules["_podstack_agent"].install(get_ipython())
-_podstack_bootstrap({sources!r})
+_podstack_bootstrap({sources!r}, {marks!r})
 del _podstack_bootstrap
 """
+_START_TIMEOUT = 60.0  # seconds for a started kernel to answer and load the agent
 _ALIVE_CHECK_INTERVAL = 0.5
 _INTERRUPT_GRACE = 0.8  # seconds to let an interrupted remote report back before we give up waiting
 
@@ -106,20 +110,24 @@ class ExecutionOutcome:
 
 
 class GPUSession:
-    """One live remote kernel with the GPUs of its :class:`GPUSpec`."""
+    """One live remote kernel with the GPUs of its :class:`GPUSpec`.
 
-    def __init__(self, spec: GPUSpec, backend: Backend, allocation: Allocation, kernel: KernelHandle,
-                 python: str | None = None):
+    Its ``state`` (published as ``session.state`` events on :mod:`podstack_jupyter.events`) is one of
+    ``starting``, ``building`` (its environment), ``idle``, ``busy`` (running a cell), ``dead`` (the
+    kernel died; ``dead_reason`` says why) and ``stopped``.
+    """
+
+    def __init__(self, spec: GPUSpec, backend: Backend):
         self.id = uuid.uuid4().hex[:8]
         self.spec = spec
         self.backend = backend
-        self.allocation = allocation
-        self.kernel = kernel
-        self.python = python
+        self.allocation: Allocation | None = None
+        self.environment: Environment | None = None
+        self.kernel: Connection | None = None  # the connection to the remote kernel, once started
         self.started_at = time.time()
         self.last_active = time.monotonic()
-        self.busy = False
-        self.dead_reason: str | None = None
+        self.state = "new"  # until open()
+        self._dead_reason: str | None = None
         # name -> fingerprint (computed here) of the value the remote holds for that name
         self.remote_fingerprints: dict[str, str] = {}
         self.rpc_answers: dict[str, dict] = {}  # request id -> answer, for agent.call()
@@ -127,11 +135,90 @@ class GPUSession:
         self._lock = threading.RLock()
         self._pending: str | None = None  # an interrupted execution the remote may still be finishing
 
+    # -- state -------------------------------------------------------------
+    def _set_state(self, state: str) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        if events.has_subscribers("session.state"):
+            events.publish("session.state", session=self.info(), state=state)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a cell is running; setting it moves the state between ``busy`` and ``idle``."""
+        return self.state == "busy"
+
+    @busy.setter
+    def busy(self, value: bool) -> None:
+        if self.state in ("idle", "busy"):
+            self._set_state("busy" if value else "idle")
+
+    @property
+    def dead_reason(self) -> str | None:
+        """Why the kernel is gone (None while it lives); setting it marks the session ``dead``."""
+        return self._dead_reason
+
+    @dead_reason.setter
+    def dead_reason(self, reason: str | None) -> None:
+        self._dead_reason = reason
+        if reason is not None and self.state != "stopped":
+            self._set_state("dead")
+
     # -- start -------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> "GPUSession":
-        deadline = time.monotonic() + timeout
-        self._wait_ready(deadline)
-        code = _BOOTSTRAP.format(sources=_SOURCES)
+    def open(self, progress: Callable[[str], None] = print) -> "GPUSession":
+        """Reserve GPUs, prepare the environment, start the kernel and load the agent.
+
+        A kernel that dies while starting raises SessionDiedError with what it printed. If
+        that happens in an environment the backend had built earlier, it is rebuilt once.
+        On any failure everything reserved or started is given back.
+        """
+        self._set_state("starting")
+        try:
+            self.backend.validate(self.spec)
+            self.allocation = self.backend.allocate(self.spec)
+            if self.spec.needs_environment:
+                self._set_state("building")
+            self.environment = self.backend.prepare(self.spec, progress)
+            try:
+                self._start_kernel()
+            except SessionDiedError as exc:
+                if not self.environment.reused:
+                    raise
+                progress(f"[podstack] a kernel cannot start in the cached environment {self.environment.name} "
+                         f"({exc.message}); rebuilding it")
+                self._set_state("building")
+                self.environment = self.backend.prepare(self.spec, progress, rebuild=True)
+                self._start_kernel()
+        except BaseException:
+            self.stop(reason="it could not start")
+            raise
+        self.started_at, self.last_active = time.time(), time.monotonic()  # uptime counts from here
+        self._set_state("idle")
+        return self
+
+    def _start_kernel(self) -> None:
+        if self.kernel is not None:  # a failed try
+            self.kernel.shutdown()
+        self._dead_reason = None
+        self._set_state("starting")
+        self.kernel = self.backend.start_kernel(self.spec, self.allocation, self.environment)
+        deadline = time.monotonic() + _START_TIMEOUT
+        try:
+            self._wait_ready(deadline)
+            self._bootstrap(deadline)
+        except SessionDiedError:
+            raise SessionDiedError(f"the GPU session ({self.spec.describe()}) could not start: "
+                                   f"{self.dead_reason}") from None
+
+    def _marks(self) -> dict[str, str]:
+        """What the kernel knows of itself (os.environ there): that it is a session, and its GPUs."""
+        allocation = self.allocation or Allocation()
+        return {"PODSTACK_SESSION": "1", "PODSTACK_SESSION_ID": self.id, "PODSTACK_BACKEND": self.backend.name,
+                "PODSTACK_GPU_TYPE": allocation.gpu_type or "cpu", "PODSTACK_GPU_COUNT": str(len(allocation.gpus)),
+                "PODSTACK_GPU_FRACTION": str(allocation.fraction)}
+
+    def _bootstrap(self, deadline: float) -> None:
+        code = _BOOTSTRAP.format(sources=_SOURCES, marks=self._marks())
         msg_id = self.kernel.send("shell", "execute_request", {
             "code": code, "silent": True, "store_history": False, "user_expressions": {},
             "allow_stdin": False, "stop_on_error": False})
@@ -143,7 +230,6 @@ class GPUSession:
         self.kernel.send("shell", "comm_open", {"comm_id": self._comm_id, "target_name": "podstack.agent",
                                                 "data": {}})
         self._until(lambda ch, m: _agent_op(m, self._comm_id) == "ready", deadline, "open the agent channel")
-        return self
 
     def _wait_ready(self, deadline: float):
         # kernel_info until its status arrives on iopub: then our subscription is live
@@ -200,7 +286,7 @@ class GPUSession:
 
     @property
     def alive(self) -> bool:
-        return self.dead_reason is None and self.kernel.is_alive()
+        return self.dead_reason is None and self.kernel is not None and self.kernel.is_alive()
 
     # -- push / pull -------------------------------------------------------
     def push(self, values: dict[str, wire.Encoded], timeout: float = 3600.0) -> int:
@@ -402,19 +488,33 @@ class GPUSession:
                                 "again, or run %gpu restart to start it afresh")
 
     # -- lifetime ----------------------------------------------------------
-    def stop(self):
+    def stop(self, reason: str = "stopped"):
+        """Shut the kernel down and give its GPUs back (safe to call twice)."""
+        if self.state == "stopped":
+            return
         try:
-            self.kernel.shutdown()
+            if self.kernel is not None:
+                self.kernel.shutdown()
         finally:
-            self.backend.release(self.allocation)
-            self.dead_reason = self.dead_reason or "stopped"
+            if self.allocation is not None:
+                self.backend.release(self.allocation)
+            self._dead_reason = self._dead_reason or reason
+            self._set_state("stopped")
 
     def info(self) -> dict:
+        """What a session panel shows: id, state, spec, backend, GPUs, environment, uptime, bytes moved,
+        and why it is dead or stopped (``reason``)."""
+        kernel = self.kernel
         return {
-            "id": self.id, "spec": self.spec.describe(), "backend": self.backend.name,
-            "gpus": self.allocation.describe(), "uptime_s": round(time.time() - self.started_at, 1),
-            "state": "busy" if self.busy else ("idle" if self.alive else "dead"),
-            "bytes_sent": self.kernel.bytes_sent, "bytes_received": self.kernel.bytes_received,
+            "id": self.id, "state": self.state, "spec": self.spec.describe(), "backend": self.backend.name,
+            "gpus": self.allocation.describe() if self.allocation is not None else "-",
+            "gpu_type": self.allocation.gpu_type if self.allocation is not None else None,
+            "devices": list(self.allocation.gpus) if self.allocation is not None else [],
+            "environment": self.environment.name if self.environment is not None else None,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "bytes_sent": kernel.bytes_sent if kernel is not None else 0,
+            "bytes_received": kernel.bytes_received if kernel is not None else 0,
+            "reason": self._dead_reason,
         }
 
 
@@ -436,6 +536,7 @@ class SessionManager:
 
     def __init__(self):
         self._sessions: dict[GPUSpec, GPUSession] = {}
+        self._starting: dict[GPUSpec, tuple[GPUSession, threading.Event]] = {}
         self._lost: dict[GPUSpec, str] = {}
         self._lock = threading.RLock()
         self._reaper: threading.Thread | None = None
@@ -443,43 +544,43 @@ class SessionManager:
         atexit.register(self.stop_all)
 
     def get(self, spec: GPUSpec, *, fresh: bool = False, progress: Callable[[str], None] = print) -> GPUSession:
-        """The warm session for ``spec``, starting one if needed (``fresh``: always a new one)."""
-        with self._lock:
-            session = self._sessions.get(spec)
-            if session is not None and (fresh or not session.alive):
-                if not session.alive and not fresh:
-                    self._lost[spec] = session.dead_reason or session.kernel.death_reason()
-                self._discard(spec)
-                session = None
-            if session is None:
-                lost = self._lost.pop(spec, None)
-                if lost:
-                    progress(f"[podstack] the previous {spec.describe()} session died ({lost}); "
-                             f"its remote state was lost. Starting a fresh session.")
-                session = self._start(spec, progress)
+        """The warm session for ``spec``, starting one if needed (``fresh``: always a new one).
+
+        While a session starts (an environment build can take minutes) the others stay usable;
+        a second caller asking for the same spec waits for it instead of starting another.
+        """
+        while True:
+            with self._lock:
+                session = self._sessions.get(spec)
+                if session is not None and (fresh or not session.alive):
+                    if not session.alive and not fresh:
+                        session.dead_reason = session.dead_reason or session.kernel.death_reason()
+                        self._lost[spec] = session.dead_reason
+                    self._discard(spec)
+                    session = None
+                if session is not None:
+                    return session
+                starting = self._starting.get(spec)
+                if starting is None:
+                    session, opened = GPUSession(spec, get_backend(config.settings().backend)), threading.Event()
+                    self._starting[spec] = (session, opened)
+                    lost = self._lost.pop(spec, None)
+                    break
+            starting[1].wait()  # another thread is starting this spec's session: use it (or try again)
+            fresh = False
+        try:
+            if lost:
+                progress(f"[podstack] the previous {spec.describe()} session died ({lost}); "
+                         f"its remote state was lost. Starting a fresh session.")
+            session.open(progress)
+            with self._lock:
                 self._sessions[spec] = session
                 self._ensure_reaper()
             return session
-
-    def _start(self, spec: GPUSpec, progress) -> GPUSession:
-        backend = get_backend(config.settings().backend)
-        allocation = backend.allocate(spec)
-        try:
-            python = None
-            if spec.needs_environment:
-                from .envs import ensure_environment
-
-                python = ensure_environment(spec, progress)
-            kernel = backend.start_kernel(spec, allocation, python)
-        except BaseException:
-            backend.release(allocation)
-            raise
-        session = GPUSession(spec, backend, allocation, kernel, python)
-        try:
-            return session.start()
-        except BaseException:
-            session.stop()
-            raise
+        finally:
+            with self._lock:
+                self._starting.pop(spec, None)
+            opened.set()
 
     def died(self, session: GPUSession):
         """Forget a session whose kernel died; the next cell with its spec says state was lost."""
@@ -494,7 +595,7 @@ class SessionManager:
             session.stop()
 
     def find(self, selector: str | None = None) -> list[GPUSession]:
-        """Sessions matching ``selector``: ``None``/``"all"``, a GPU type (``L40S``, ``cpu``), or a session id."""
+        """Live sessions matching ``selector``: ``None``/``"all"``, a GPU type (``L40S``, ``cpu``), or a session id."""
         with self._lock:
             found = list(self._sessions.values())
         if selector in (None, "all"):
@@ -504,6 +605,10 @@ class SessionManager:
                 or (s.spec.type or "").upper() == key]
 
     def stop(self, selector: str | None = "all") -> int:
+        """Stop the sessions ``selector`` matches (see :meth:`find`); returns how many."""
+        if selector in (None, "all"):
+            with self._lock:
+                self._lost.clear()  # stopped on purpose: no "the previous session died" notice later
         stopped = 0
         for session in self.find(selector):
             with self._lock:
@@ -516,7 +621,10 @@ class SessionManager:
         self.stop("all")
 
     def list(self) -> list[dict]:
-        return [s.info() for s in self.find("all")]
+        """``info()`` of every session, those still starting included."""
+        with self._lock:
+            starting = [session for session, _ in self._starting.values()]
+        return [s.info() for s in [*self.find("all"), *starting]]
 
     def _ensure_reaper(self):
         self._wake.set()  # re-read the idle timeout now: it may have changed since the last check
@@ -541,7 +649,7 @@ class SessionManager:
                     with self._lock:
                         if self._sessions.get(session.spec) is session:
                             self._sessions.pop(session.spec)
-                    session.stop()
+                    session.stop(reason=f"idle for more than {timeout:g}s (PODSTACK_IDLE_TIMEOUT)")
                 finally:
                     session._lock.release()
 

@@ -1,8 +1,10 @@
 """What a GPU session asks for: accelerator type, count, fraction and environment.
 
 A :class:`GPUSpec` is the key of a session: cells with equal specs share one
-warm session. Validation happens here, before anything is started, and every
-error names the valid choices.
+warm session. What any backend would refuse (an unknown type, a fraction of
+150%) is refused here, before anything is started, and every error names the
+valid choices; what only some backends can serve (conda packages) is each
+backend's own rule (``Backend.validate``).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class GPUSpec:
     env: str | None = None
     pip: tuple[str, ...] = ()
     requirements: str | None = None  # path; its content is part of the environment key
-    conda: tuple[str, ...] = ()
+    conda: tuple[str, ...] = ()  # served by backends that build conda environments (Ray's runtime_env)
     use_uv: bool = True
     timeout: float = field(default=DEFAULT_TIMEOUT, compare=False)
 
@@ -95,10 +97,7 @@ class GPUSpec:
                 f"requirements file {self.requirements!r} does not exist; pass the path of a pip requirements file")
         object.__setattr__(self, "pip", tuple(self.pip))
         object.__setattr__(self, "conda", tuple(self.conda))
-        if self.conda:
-            raise InvalidArgumentError(
-                "conda packages need a conda-based backend; the local backend builds pip/uv "
-                "environments: use pip=[...] or requirements=... instead")
+        # Whether conda packages (or any environment) can be had is the backend's rule: Backend.validate.
 
     @property
     def packages(self) -> list[str]:
@@ -107,7 +106,8 @@ class GPUSpec:
 
     @property
     def needs_environment(self) -> bool:
-        return bool(self.packages or self.requirements)
+        """Whether the session needs packages beyond the notebook's own (pip, requirements, preset, conda)."""
+        return bool(self.packages or self.requirements or self.conda)
 
     def environment_key(self) -> str:
         """A stable hash of the requirement set (sorted packages + requirements file content)."""
@@ -116,6 +116,8 @@ class GPUSpec:
             h.update(pkg.encode() + b"\n")
         if self.requirements:
             h.update(b"--requirements\n" + Path(self.requirements).read_bytes())
+        if self.conda:
+            h.update(b"--conda\n" + "\n".join(sorted(set(self.conda))).encode())
         return h.hexdigest()[:16]
 
     def describe(self) -> str:
@@ -131,4 +133,6 @@ class GPUSpec:
             extras.append("pip=" + ",".join(self.pip))
         if self.requirements:
             extras.append(f"requirements={Path(self.requirements).name}")
+        if self.conda:
+            extras.append("conda=" + ",".join(self.conda))
         return " ".join([gpu, *extras])
