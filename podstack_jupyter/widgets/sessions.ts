@@ -7,8 +7,8 @@ const STATE_COLORS: Record<string, string> = {
   preparing: "#d97706", dead: "#dc2626", stopped: "#6b7280", done: "#16a34a", failed: "#dc2626", interrupted: "#9333ea",
 };
 
-function stateBadge(state: string) {
-  return h("span.psw-state", { style: { color: STATE_COLORS[state] || "inherit" } }, h("i", { style: { background: STATE_COLORS[state] || "#6b7280" } }), state);
+function stateBadge(state: string, reason?: string | null) {
+  return h("span.psw-state", { style: { color: STATE_COLORS[state] || "inherit" }, title: reason || state }, h("i", { style: { background: STATE_COLORS[state] || "#6b7280" } }), state);
 }
 
 class SessionsView {
@@ -46,7 +46,7 @@ class SessionsView {
         const gone = s.state === "stopped" || s.state === "dead";
         return h(`tr${gone ? ".psw-gone" : ""}`, { dataset: { session: s.id } },
           h("td.psw-mono", null, s.id), h("td", null, s.spec), h("td", null, s.backend), h("td", null, String(s.gpus ?? "")),
-          h("td", null, stateBadge(s.state)), h("td.psw-num.psw-uptime", null, formatDuration(this.uptime(s))),
+          h("td", null, stateBadge(s.state, s.reason)), h("td.psw-num.psw-uptime", null, formatDuration(this.uptime(s))),
           h("td.psw-num", null, formatSize(s.bytes_sent || 0)), h("td.psw-num", null, formatSize(s.bytes_received || 0)),
           h("td.psw-actions", null, gone ? "" : [
             h("button.psw-btn", { type: "button", title: "fresh kernel, same spec: remote variables are lost",

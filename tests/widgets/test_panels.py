@@ -193,6 +193,26 @@ def test_session_panel_stop_and_restart_buttons(ip):
     assert SessionPanel().sessions == []
 
 
+@pytest.mark.slow
+def test_status_line_and_panel_follow_session_events(ip):
+    from podstack_jupyter.compute import GPUSpec, sessions
+    from podstack_jupyter.widgets import GPUStatusLine
+    from widget_helpers import wait_for
+
+    spec = GPUSpec()
+    panel = SessionPanel()
+    line = GPUStatusLine(spec.describe())
+    states = []
+    line.observe(lambda change: states.append(change["new"]), names="state")
+    ip.run_cell("%%gpu\nimport time\ntime.sleep(0.3)\nx = 1").raise_error()
+    line.finish()
+    assert "running" in states and states[-1] == "done" and ip.user_ns["x"] == 1
+    assert line.session and "received" in line.detail
+    wait_for(lambda: [s["id"] for s in panel.sessions] == [line.session], what="the panel to list the new session")
+    sessions.stop("all")
+    wait_for(lambda: panel.sessions == [], what="the panel to drop the stopped session")
+
+
 def test_terminal_text_is_readable(tmp_path):
     run = register_models(tmp_path)
     with registry.start_run("metrics") as tracked:
