@@ -25,7 +25,7 @@ import threading
 import time
 
 from ..errors import InvalidArgumentError, PodstackError
-from ._entities import iso
+from ._entities import _rich_display, iso
 from . import _validate as V
 from ._publish import publish_series
 from .journal import Journal, durable_url, journal_directory, reason, recover, set_aside, write_series
@@ -85,6 +85,9 @@ class Run:
 
     def __repr__(self):
         return f"<Run {self.name!r} id={self.id} status={self.status}>"
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return _rich_display(self, include, exclude)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "name": self.name, "experiment_id": self.experiment_id,
