@@ -259,16 +259,20 @@ class Agent:
         same_as = push.get("same_as", {}) if push else {}
         placeholders = set(push.get("placeholders", ())) if push else set()
         fingerprints = push.get("fps", {}) if push else {}
-        for name, value in values.items():
+        merged, arrived = {}, list(values.values())  # new container id -> our object that took its contents
+        for name, value in list(values.items()):
             old = self._get(name)
             other = same_as.get(name)
             if other is not None:  # the notebook's value is the object it shares with us under another name
                 old = self._get(other)
                 if old is not wire.MISSING and self._is_synced_obj(other, old) and wire.merge_container(old, value):
-                    value = old
+                    values[name] = merged[id(value)] = old
             elif name in same and old is not wire.MISSING and self._is_synced_obj(name, old) \
                     and wire.merge_container(old, value):
-                value = old
+                values[name] = merged[id(value)] = old
+        wire.keep_merged_shared(merged, values.values())  # S = [N] with N: S[0] stays our N
+        del arrived
+        for name, value in values.items():
             self._set(name, value)
             if name in placeholders:
                 self.synced.pop(name, None)

@@ -303,6 +303,8 @@ def _apply(session: GPUSession, state, namespace: dict, step: StepResult, names:
             landed.left_remote.update(partial.why)
     same = set(pull.get("same", ()))
     same_as = pull.get("same_as", {})
+    merged = {}  # id of a new container -> the notebook's object that took its contents
+    arrived = list(values.values())  # keeps the new objects (and so their ids) alive until the end
     for name, value in values.items():
         if name.startswith("@"):
             continue
@@ -310,12 +312,14 @@ def _apply(session: GPUSession, state, namespace: dict, step: StepResult, names:
         if other is not None:  # the session bound another name to an object we share: keep them one here
             old = namespace.get(other, wire.MISSING)
             if old is not wire.MISSING and state.is_synced_obj(other, old) and wire.merge_container(old, value):
-                values[name] = old
+                values[name] = merged[id(value)] = old
             continue
         old = namespace.get(name, wire.MISSING)
         if name in same and old is not wire.MISSING and old is not value and state.is_synced_obj(name, old) \
                 and wire.merge_container(old, value):
-            values[name] = old
+            values[name] = merged[id(value)] = old
+    wire.keep_merged_shared(merged, values.values())  # S = [N] with N: S[0] stays the notebook's N
+    del arrived
     if call is not None:
         prefix = f"@{call.site}:"
         for key in ("args", "kwargs"):  # arguments the function changed in place: the caller's objects change

@@ -53,7 +53,8 @@ except ImportError:  # pragma: no cover - a dependency of the package; the sessi
     xxhash = None
 
 __all__ = ["Codec", "ObjectTable", "Packet", "Landing", "MissingKeyError", "HASH_NAME", "INLINE_LIMIT",
-           "MISSING", "is_atom", "vm_read", "vm_write", "allocate", "address_of", "merge_container", "BufferPool"]
+           "MISSING", "is_atom", "vm_read", "vm_write", "allocate", "address_of", "merge_container", "keep_merged_shared",
+           "BufferPool"]
 
 HASH_NAME = "xxh3_128" if xxhash is not None else "blake2b"
 INLINE_LIMIT = 1 << 20  # buffers below this ride in the message even when both ends share a machine
@@ -775,6 +776,40 @@ def merge_container(old, new) -> bool:
     else:
         old[:] = new
     return True
+
+
+def keep_merged_shared(merged: dict, values) -> None:
+    """After top-level containers were merged in place (``merged``: id of the new object -> the
+    old one that took its contents), point every reference to a new object inside ``values``
+    at the old one, so that ``S = [N]`` landing together with ``N`` still holds this end's ``N``.
+
+    Walks plain lists and dicts and the attributes of instances (which land in place); tuples
+    and other immutables are left as they are."""
+    if not merged:
+        return
+    seen = set(merged)
+    stack = [value for value in values if _walkable(value)]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if type(obj) not in (list, dict):
+            obj = obj.__dict__
+        for where, item in list(enumerate(obj) if type(obj) is list else obj.items()):
+            old = merged.get(id(item))
+            if old is not None:
+                obj[where] = old
+            elif _walkable(item):
+                stack.append(item)
+
+
+def _walkable(value) -> bool:
+    kind = type(value)
+    if kind is list or kind is dict:
+        return True
+    return (kind.__module__ not in ("builtins", "numpy", "torch") and not isinstance(value, type)
+            and type(getattr(value, "__dict__", None)) is dict)
 
 
 # -- memory of another process on this machine -----------------------------------------------------

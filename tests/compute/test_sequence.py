@@ -102,6 +102,16 @@ def test_aliases_see_changes_made_in_the_session(ip):
     assert ns["p_alias"].x == 5 and ns["p"] is ns["p_alias"]
 
 
+def test_a_list_inside_another_stays_the_same_list_when_both_travel(ip):
+    run(ip, "inner = [1]\nouter = [inner]\nby_key = {'inner': inner}")
+    run(ip, "%%gpu\nouter[0].append(2)\nn = len(inner) + len(by_key)")  # all three read: one batch each way
+    ns = ip.user_ns
+    assert ns["inner"] == [1, 2] and ns["outer"][0] is ns["inner"] and ns["by_key"]["inner"] is ns["inner"]
+    run(ip, "inner.append(3)\nouter.append('here')")  # changed here: both go, together
+    run(ip, "%%gpu\nsame = outer[0] is inner and by_key['inner'] is inner\nseen = list(outer[0])")
+    assert ns["same"] is True and ns["seen"] == [1, 2, 3]
+
+
 def test_a_rebinding_in_the_session_does_not_touch_the_old_object(ip):
     run(ip, "lst = [1]\nold = lst")
     run(ip, "%%gpu\nlst = lst + [2]")  # a new list, as it would be here
