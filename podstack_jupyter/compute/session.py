@@ -465,9 +465,14 @@ class GPUSession:
                 if awaits and content.get("status") == "ok":
                     return self._run_awaiting(step_id, result, ours, deadline, sink)
                 return result
-        except (ExecutionTimeoutError, KeyboardInterrupt) as exc:
+        except (ExecutionTimeoutError, KeyboardInterrupt, _InputFailed) as exc:
             reply = self._interrupt_and_settle(step_id, ours, sink, result)
             state.resolve(step_id, reply)
+            if isinstance(exc, _InputFailed):
+                raise PodstackError(
+                    f"input() in the %%gpu cell could not be answered here ({exc}), so the cell was interrupted "
+                    f"and changed nothing here. Run it where the notebook can type an answer, or pass the value "
+                    f"in a variable instead of input().") from None
             if isinstance(exc, ExecutionTimeoutError):
                 raise ExecutionTimeoutError(
                     f"execution {step_id} ran longer than its timeout of {timeout:g}s and was interrupted. "
@@ -632,10 +637,10 @@ class GPUSession:
                 value = getpass.getpass(prompt)
             else:
                 value = input(prompt)
-        except (EOFError, KeyboardInterrupt):
+        except KeyboardInterrupt:
             raise
-        except Exception:  # noqa: BLE001 - the notebook was said to have stdin; answer rather than hang
-            value = ""
+        except Exception as exc:  # never answer '' for the user: the cell is interrupted and says why
+            raise _InputFailed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
         self.kernel.send("stdin", "input_reply", {"value": value}, parent=msg)
 
     def _send_input_reply(self, answer: dict, prompt_msg: dict):
@@ -762,6 +767,10 @@ class GPUSession:
 
 class _NoAgentReply(Exception):
     pass
+
+
+class _InputFailed(Exception):
+    """This notebook could not answer the session's input() (it was said to have stdin)."""
 
 
 def _interrupted(result: StepResult, reply: dict | None) -> KeyboardInterrupt:

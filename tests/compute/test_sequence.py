@@ -20,7 +20,8 @@ import torch
 import podstack
 from podstack_jupyter.compute import sessions
 from podstack_jupyter.compute.hooks import on_agent_event
-from podstack_jupyter.errors import ExecutionTimeoutError, RemoteExecutionError, SerializationError, SessionDiedError
+from podstack_jupyter.errors import (ExecutionTimeoutError, PodstackError, RemoteExecutionError, SerializationError,
+                                     SessionDiedError)
 
 
 def run(ip, cell):
@@ -251,6 +252,20 @@ def test_input_without_a_notebook_that_can_ask_raises_a_clear_error(ip):
         run(ip, "%%gpu\nname = input('name? ')")
     assert info.value.ename == "StdinNotImplementedError" and "input" in info.value.evalue
     assert "name" not in ip.user_ns
+
+
+def test_input_the_notebook_fails_to_answer_interrupts_the_cell_instead_of_answering_empty(ip, monkeypatch):
+    from podstack_jupyter.compute import runner
+
+    monkeypatch.setattr(runner, "_can_ask", lambda shell: True)  # as a terminal would say; pytest's stdin refuses
+    run(ip, "asked = []")
+    started = time.monotonic()
+    with pytest.raises(PodstackError, match=r"input\(\) in the %%gpu cell could not be answered here"):
+        run(ip, "%%gpu\nasked.append(1)\nname = input('name? ')\nasked.append(name)")
+    assert time.monotonic() - started < 10
+    assert "name" not in ip.user_ns and ip.user_ns["asked"] == []
+    run(ip, "%%gpu\nn = len(asked)")
+    assert ip.user_ns["n"] == 0
 
 
 TOO_LARGE = """
