@@ -270,7 +270,7 @@ class Agent:
             elif name in same and old is not wire.MISSING and self._is_synced_obj(name, old) \
                     and wire.merge_container(old, value):
                 values[name] = merged[id(value)] = old
-        wire.keep_merged_shared(merged, values.values())  # S = [N] with N: S[0] stays our N
+        wire.keep_merged_shared(merged, values)  # S = [N] with N: S[0] stays our N
         del arrived
         for name, value in values.items():
             self._set(name, value)
@@ -380,6 +380,16 @@ class Agent:
                 continue
             changed[name] = (value, fp)
             plain = plain and self.codec.plain
+        if changed:  # variables held inside what goes back (S = [N]) go with it, so the notebook keeps them one
+            holders = wire.held_inside({n: v for n, (v, _) in changed.items()}, self.shell.user_ns,
+                                       allowed=lambda n: n in self.synced)
+            for name in sorted(set().union(*holders.values()) - set(changed)):
+                value = self._get(name)
+                try:
+                    changed[name] = (value, self.codec.fingerprint(value))
+                except Exception:  # noqa: BLE001 - it travels inside the other value or not at all
+                    continue
+                plain = plain and self.codec.plain
         return changed, absent, unsendable, plain
 
     def _reply_values(self, rid, packet, changed, absent, unsendable, names, landed):

@@ -147,7 +147,13 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
         extra_reads, extra_binds = globals_of([namespace[n] for n in names.reads if n in namespace], namespace)
         reads |= extra_reads
         binds |= extra_binds
-    forced = set(push) | state.diverged
+    # containers that the values read hold and that are variables too (S = [N]) travel in one batch with
+    # them, so they are one object there and back; inside the batch they cost a reference, not a copy
+    holders = wire.held_inside({n: namespace[n] for n in reads | set(push) if n in namespace}, namespace,
+                               allowed=lambda n: shippable(n, hidden))
+    together = {(holder, name) for holder, held in holders.items() for name in held}
+    reads |= {name for _, name in together}
+    forced = set(push) | state.diverged | {n for pair in together - state.together for n in pair}
     candidates = [n for n in dict.fromkeys([*sorted(reads), *push, *sorted(state.diverged)])
                   if n in namespace and shippable(n, hidden)]
     drop = []
@@ -171,6 +177,11 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
             continue
         pushed[name] = (value, fp)
         plain = plain and codec.plain
+    for holder, held in holders.items():  # a holder that goes takes what it holds along
+        for name in held if holder in pushed else ():
+            if name not in pushed:
+                pushed[name] = (namespace[name], _fingerprint(codec, name, namespace[name]))
+                plain = plain and codec.plain
     for name in placeholders:  # `del x` of a value the session never had: it needs something to delete
         pushed[name] = (None, None)
     inputs = [n for n in sorted(reads) if n in pushed or n in state.synced]
@@ -215,7 +226,7 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
     request = {k: data[k] for k in ("id", "code", "inputs", "binds", "deletes", "pull", "drop_after", "star",
                                     "context", "allow_stdin")}
     state.inflight[data["id"]] = {"pushed": pushed, "packet": packet, "dropped": drop, "names": touched,
-                                  "request": request}
+                                  "request": request, "together": {p for p in together if p[0] in pushed}}
     try:
         step = session.run_step(data, packet, sink=sink, timeout=timeout, names=touched)
     except SessionDiedError:
@@ -318,7 +329,7 @@ def _apply(session: GPUSession, state, namespace: dict, step: StepResult, names:
         if name in same and old is not wire.MISSING and old is not value and state.is_synced_obj(name, old) \
                 and wire.merge_container(old, value):
             values[name] = merged[id(value)] = old
-    wire.keep_merged_shared(merged, values.values())  # S = [N] with N: S[0] stays the notebook's N
+    wire.keep_merged_shared(merged, values)  # S = [N] with N: S[0] stays the notebook's N
     del arrived
     if call is not None:
         prefix = f"@{call.site}:"
@@ -337,6 +348,11 @@ def _apply(session: GPUSession, state, namespace: dict, step: StepResult, names:
     applied = {n: v for n, v in values.items() if not n.startswith("@")}
     removed = [n for n in reply.get("absent", ()) if n in namespace and (n in state.synced or n in names.deletes)]
     namespace.update(applied)
+    if applied and state.together:  # what came back holds what it holds now (the session sends both)
+        state.together = {pair for pair in state.together if pair[0] not in applied}
+    if len(applied) > 1:
+        held = wire.held_inside(applied, namespace, allowed=lambda n: n in applied)
+        state.together |= {(holder, name) for holder, names_held in held.items() for name in names_held}
     for name in removed:
         namespace.pop(name, None)
         state.forget(name)

@@ -140,6 +140,7 @@ class SyncState:
         self.nacks: dict[str, list] = {}
         self.reset_held = False
         self.inflight: dict[str, dict] = {}
+        self.together: set[tuple[str, str]] = set()  # (holder, held): sent as one batch, one object there
 
     def agree(self, name: str, value, fingerprint: str):
         self.synced[name] = fingerprint
@@ -197,6 +198,7 @@ class SyncState:
             for name, (value, fp) in step["pushed"].items():
                 if name in landed and fp is not None:
                     self.agree(name, value, fp)
+            self.together |= {pair for pair in step.get("together", ()) if landed.issuperset(pair)}
             if step["packet"] is not None and landed:
                 self.codec.commit_sent(step["packet"])
                 self.codec.sources_sent.update(step["packet"].sources)

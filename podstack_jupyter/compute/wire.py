@@ -53,8 +53,8 @@ except ImportError:  # pragma: no cover - a dependency of the package; the sessi
     xxhash = None
 
 __all__ = ["Codec", "ObjectTable", "Packet", "Landing", "MissingKeyError", "HASH_NAME", "INLINE_LIMIT",
-           "MISSING", "is_atom", "vm_read", "vm_write", "allocate", "address_of", "merge_container", "keep_merged_shared",
-           "BufferPool"]
+           "MISSING", "is_atom", "vm_read", "vm_write", "allocate", "address_of", "merge_container",
+           "keep_merged_shared", "held_inside", "BufferPool"]
 
 HASH_NAME = "xxh3_128" if xxhash is not None else "blake2b"
 INLINE_LIMIT = 1 << 20  # buffers below this ride in the message even when both ends share a machine
@@ -778,30 +778,84 @@ def merge_container(old, new) -> bool:
     return True
 
 
-def keep_merged_shared(merged: dict, values) -> None:
-    """After top-level containers were merged in place (``merged``: id of the new object -> the
-    old one that took its contents), point every reference to a new object inside ``values``
-    at the old one, so that ``S = [N]`` landing together with ``N`` still holds this end's ``N``.
+def keep_merged_shared(merged: dict, values: dict) -> None:
+    """After containers were merged in place (``merged``: id of the new object -> the old one
+    that took its contents), point every reference to a new object inside ``values`` (name ->
+    value, rebound here where a tuple must be rebuilt) at the old one, so that ``S = [N]``
+    landing together with ``N`` still holds this end's ``N``.
 
-    Walks plain lists and dicts and the attributes of instances (which land in place); tuples
-    and other immutables are left as they are."""
+    Walks plain lists, dicts, tuples (rebuilt) and the attributes of instances (which land in place)."""
     if not merged:
         return
+    for name, value in list(values.items()):
+        if type(value) is tuple:
+            values[name] = _retuple(value, merged)
     seen = set(merged)
-    stack = [value for value in values if _walkable(value)]
+    stack = [value for value in values.values() if _walkable(value) or type(value) is tuple]
     while stack:
         obj = stack.pop()
         if id(obj) in seen:
             continue
         seen.add(id(obj))
+        if type(obj) is tuple:
+            stack.extend(item for item in obj if _walkable(item) or type(item) is tuple)
+            continue
         if type(obj) not in (list, dict):
             obj = obj.__dict__
         for where, item in list(enumerate(obj) if type(obj) is list else obj.items()):
             old = merged.get(id(item))
             if old is not None:
                 obj[where] = old
+            elif type(item) is tuple:
+                obj[where] = _retuple(item, merged)
+                stack.append(obj[where])
             elif _walkable(item):
                 stack.append(item)
+
+
+def _retuple(value: tuple, merged: dict) -> tuple:
+    items = tuple(merged[id(item)] if id(item) in merged else _retuple(item, merged) if type(item) is tuple
+                  else item for item in value)
+    return value if all(a is b for a, b in zip(items, value)) else items
+
+
+def held_inside(holders: dict, namespace: dict, allowed=None) -> dict:
+    """For each of ``holders`` (name -> value), the names in ``namespace`` bound to a list, dict or
+    set that it holds (``S = [N]``, a list in an instance's attribute): {holder: {held names}}.
+    Sent in one batch, they land as one object on the other end too (:func:`keep_merged_shared`).
+    Only containers that something besides the namespace refers to are looked for: without
+    such sharing this is one pass over the namespace's names and no walk at all."""
+    probe = {"": []}
+    for _name, value in probe.items():
+        only_the_namespace = sys.getrefcount(value)  # measured in the same loop shape as below
+    wanted = {}
+    for name, value in namespace.items():
+        if type(value) in (list, dict, set) and sys.getrefcount(value) > only_the_namespace \
+                and (allowed is None or allowed(name)):
+            wanted[id(value)] = name
+    found = {}
+    if not wanted:
+        return found
+    for holder, root in holders.items():
+        names, seen = set(), set()
+        stack = [root] if _walkable(root) or type(root) is tuple else []
+        others = len(wanted) - (id(root) in wanted)
+        while stack and len(names) < others:  # stop once every candidate is found
+            obj = stack.pop()
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            kind = type(obj)
+            items = obj.values() if kind is dict else obj if kind in (list, tuple) else obj.__dict__.values()
+            for item in items:
+                name = wanted.get(id(item))
+                if name is not None and name != holder:
+                    names.add(name)
+                if _walkable(item) or type(item) is tuple:
+                    stack.append(item)
+        if names:
+            found[holder] = names
+    return found
 
 
 def _walkable(value) -> bool:

@@ -113,6 +113,24 @@ def test_a_list_inside_another_stays_the_same_list_when_both_travel(ip):
     assert ns["same"] is True and ns["seen"] == [1, 2, 3]
 
 
+def test_a_variable_held_inside_the_one_a_cell_reads_sees_its_changes(ip):
+    """Only `outer` is read; `inner` (a list it holds) is still the list the session changes."""
+    run(ip, "inner = [1]\nouter = [inner]\npair = (inner, inner)\n"
+            "class Holder:\n    pass\nholder = Holder(); holder.items = inner")
+    run(ip, "%%gpu\nouter[0].append(2)")
+    ns = ip.user_ns
+    assert ns["inner"] == [1, 2] and ns["outer"][0] is ns["inner"]
+    run(ip, "%%gpu\npair[1].append(3)")
+    assert ns["inner"] == [1, 2, 3] and ns["pair"][0] is ns["pair"][1] is ns["inner"]
+    run(ip, "%%gpu\nholder.items.append(4)")
+    assert ns["inner"] == [1, 2, 3, 4] and ns["holder"].items is ns["inner"] and ns["outer"] == [[1, 2, 3, 4]]
+    run(ip, "%%gpu\nsame = outer[0] is inner is pair[0] is holder.items\nn = len(inner)")
+    assert ns["same"] is True and ns["n"] == 4
+    run(ip, "inner.append('here')")  # changed here, read there through outer only
+    run(ip, "%%gpu\nlast = outer[0][-1]")
+    assert ns["last"] == "here"
+
+
 def test_a_rebinding_in_the_session_does_not_touch_the_old_object(ip):
     run(ip, "lst = [1]\nold = lst")
     run(ip, "%%gpu\nlst = lst + [2]")  # a new list, as it would be here
