@@ -13,7 +13,10 @@ values share stay shared across cells: an optimizer created after its model was
 sent still holds the session's ``net.weight``. Keys made in the notebook are
 positive, keys made in the session negative. Plain lists, dicts and sets have no
 key (pickle gives no hook for them): they keep their identity as top-level
-variables (updated in place) and stay shared within one batch.
+variables (updated in place) and stay shared within one batch. A container held
+inside a value that is a variable too (``S = [N]``) is therefore sent in the same
+batch as its holder (:func:`held_inside`), and lands as the receiver's own object
+(:func:`keep_merged_shared`).
 
 **Buffers.** Array and tensor data travel out of band (pickle protocol 5): as
 message frames, or, when both ends are on one machine, copied straight between
