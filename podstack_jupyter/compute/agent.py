@@ -259,19 +259,22 @@ class Agent:
         same_as = push.get("same_as", {}) if push else {}
         placeholders = set(push.get("placeholders", ())) if push else set()
         fingerprints = push.get("fps", {}) if push else {}
-        merged, arrived = {}, list(values.values())  # new container id -> our object that took its contents
+        merged = []  # (a new container, our object that took its contents)
         for name, value in list(values.items()):
             old = self._get(name)
             other = same_as.get(name)
             if other is not None:  # the notebook's value is the object it shares with us under another name
                 old = self._get(other)
                 if old is not wire.MISSING and self._is_synced_obj(other, old) and wire.merge_container(old, value):
-                    values[name] = merged[id(value)] = old
+                    merged.append((value, old))
+                    values[name] = old
             elif name in same and old is not wire.MISSING and self._is_synced_obj(name, old) \
                     and wire.merge_container(old, value):
-                values[name] = merged[id(value)] = old
+                merged.append((value, old))
+                values[name] = old
+        value = None  # the loop's last value must not count as a reference to replace
         wire.keep_merged_shared(merged, values)  # S = [N] with N: S[0] stays our N
-        del arrived
+        del merged
         for name, value in values.items():
             self._set(name, value)
             if name in placeholders:
@@ -382,7 +385,7 @@ class Agent:
             plain = plain and self.codec.plain
         if changed:  # variables held inside what goes back (S = [N]) go with it, so the notebook keeps them one
             holders = wire.held_inside({n: v for n, (v, _) in changed.items()}, self.shell.user_ns,
-                                       allowed=lambda n: n in self.synced)
+                                       allowed=lambda n: n in self.synced, kept=self.synced_obj)
             for name in sorted(set().union(*holders.values()) - set(changed)):
                 value = self._get(name)
                 try:

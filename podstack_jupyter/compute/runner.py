@@ -150,10 +150,11 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
     # containers that the values read hold and that are variables too (S = [N]) travel in one batch with
     # them, so they are one object there and back; inside the batch they cost a reference, not a copy
     holders = wire.held_inside({n: namespace[n] for n in reads | set(push) if n in namespace}, namespace,
-                               allowed=lambda n: shippable(n, hidden))
+                               allowed=lambda n: shippable(n, hidden), kept=state.kept)
     together = {(holder, name) for holder, held in holders.items() for name in held}
-    reads |= {name for _, name in together}
-    forced = set(push) | state.diverged | {n for pair in together - state.together for n in pair}
+    first_time = {n for pair in together - state.together for n in pair}  # not yet one object there
+    reads |= first_time
+    forced = set(push) | state.diverged | first_time
     candidates = [n for n in dict.fromkeys([*sorted(reads), *push, *sorted(state.diverged)])
                   if n in namespace and shippable(n, hidden)]
     drop = []
@@ -182,6 +183,7 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
             if name not in pushed:
                 pushed[name] = (namespace[name], _fingerprint(codec, name, namespace[name]))
                 plain = plain and codec.plain
+            reads.add(name)
     for name in placeholders:  # `del x` of a value the session never had: it needs something to delete
         pushed[name] = (None, None)
     inputs = [n for n in sorted(reads) if n in pushed or n in state.synced]
@@ -314,8 +316,7 @@ def _apply(session: GPUSession, state, namespace: dict, step: StepResult, names:
             landed.left_remote.update(partial.why)
     same = set(pull.get("same", ()))
     same_as = pull.get("same_as", {})
-    merged = {}  # id of a new container -> the notebook's object that took its contents
-    arrived = list(values.values())  # keeps the new objects (and so their ids) alive until the end
+    merged = []  # (a new container, the notebook's object that took its contents)
     for name, value in values.items():
         if name.startswith("@"):
             continue
@@ -323,14 +324,17 @@ def _apply(session: GPUSession, state, namespace: dict, step: StepResult, names:
         if other is not None:  # the session bound another name to an object we share: keep them one here
             old = namespace.get(other, wire.MISSING)
             if old is not wire.MISSING and state.is_synced_obj(other, old) and wire.merge_container(old, value):
-                values[name] = merged[id(value)] = old
+                merged.append((value, old))
+                values[name] = old
             continue
         old = namespace.get(name, wire.MISSING)
         if name in same and old is not wire.MISSING and old is not value and state.is_synced_obj(name, old) \
                 and wire.merge_container(old, value):
-            values[name] = merged[id(value)] = old
+            merged.append((value, old))
+            values[name] = old
+    value = None  # the loop's last value must not count as a reference to replace
     wire.keep_merged_shared(merged, values)  # S = [N] with N: S[0] stays the notebook's N
-    del arrived
+    del merged
     if call is not None:
         prefix = f"@{call.site}:"
         for key in ("args", "kwargs"):  # arguments the function changed in place: the caller's objects change
@@ -351,7 +355,7 @@ def _apply(session: GPUSession, state, namespace: dict, step: StepResult, names:
     if applied and state.together:  # what came back holds what it holds now (the session sends both)
         state.together = {pair for pair in state.together if pair[0] not in applied}
     if len(applied) > 1:
-        held = wire.held_inside(applied, namespace, allowed=lambda n: n in applied)
+        held = wire.held_inside(applied, namespace, allowed=lambda n: n in applied, kept=state.kept)
         state.together |= {(holder, name) for holder, names_held in held.items() for name in names_held}
     for name in removed:
         namespace.pop(name, None)

@@ -157,6 +157,11 @@ class SyncState:
         self.diverged.discard(name)
         self.left_remote.discard(name)
 
+    @property
+    def kept(self) -> dict:
+        """The values held here by name (strong references), for counting who else refers to them."""
+        return self._objects
+
     def is_synced_obj(self, name: str, value) -> bool:
         held = self._objects.get(name, wire.MISSING)
         if isinstance(held, weakref.ref):

@@ -781,21 +781,30 @@ def merge_container(old, new) -> bool:
     return True
 
 
-def keep_merged_shared(merged: dict, values: dict) -> None:
-    """After containers were merged in place (``merged``: id of the new object -> the old one
-    that took its contents), point every reference to a new object inside ``values`` (name ->
-    value, rebound here where a tuple must be rebuilt) at the old one, so that ``S = [N]``
-    landing together with ``N`` still holds this end's ``N``.
-
-    Walks plain lists, dicts, tuples (rebuilt) and the attributes of instances (which land in place)."""
-    if not merged:
+def keep_merged_shared(pairs: list, values: dict) -> None:
+    """After containers were merged in place (``pairs``: (the new object, the old one that took
+    its contents)), point every reference to a new object inside ``values`` (name -> value,
+    rebound here where a tuple must be rebuilt) at the old one, so that ``S = [N]`` landing
+    together with ``N`` still holds this end's ``N``. Walks plain lists, dicts, tuples (rebuilt)
+    and the attributes of instances (which land in place), smallest first, and stops once
+    every reference to a new object is replaced."""
+    if not pairs:
         return
+    probe = [([], None)]
+    for new, _old in probe:
+        baseline = sys.getrefcount(new)  # a new object referred to by its pair alone (same loop shape)
+    remaining = 0
+    for new, _old in pairs:
+        remaining += sys.getrefcount(new) - baseline
+    merged = {id(new): old for new, old in pairs}
+    replaced = [0]
     for name, value in list(values.items()):
         if type(value) is tuple:
-            values[name] = _retuple(value, merged)
+            values[name] = _retuple(value, merged, replaced)
     seen = set(merged)
-    stack = [value for value in values.values() if _walkable(value) or type(value) is tuple]
-    while stack:
+    stack = sorted((value for value in values.values() if _walkable(value) or type(value) is tuple),
+                   key=_size, reverse=True)
+    while stack and replaced[0] < remaining:
         obj = stack.pop()
         if id(obj) in seen:
             continue
@@ -809,31 +818,47 @@ def keep_merged_shared(merged: dict, values: dict) -> None:
             old = merged.get(id(item))
             if old is not None:
                 obj[where] = old
+                replaced[0] += 1
             elif type(item) is tuple:
-                obj[where] = _retuple(item, merged)
+                obj[where] = _retuple(item, merged, replaced)
                 stack.append(obj[where])
             elif _walkable(item):
                 stack.append(item)
 
 
-def _retuple(value: tuple, merged: dict) -> tuple:
-    items = tuple(merged[id(item)] if id(item) in merged else _retuple(item, merged) if type(item) is tuple
-                  else item for item in value)
-    return value if all(a is b for a, b in zip(items, value)) else items
+def _size(value) -> int:
+    return len(value) if type(value) in (list, dict, tuple) else len(value.__dict__)
 
 
-def held_inside(holders: dict, namespace: dict, allowed=None) -> dict:
+def _retuple(value: tuple, merged: dict, replaced: list) -> tuple:
+    items = []
+    for item in value:
+        if id(item) in merged:
+            items.append(merged[id(item)])
+            replaced[0] += 1
+        else:
+            items.append(_retuple(item, merged, replaced) if type(item) is tuple else item)
+    return value if all(a is b for a, b in zip(items, value)) else tuple(items)
+
+
+_WALK_BUDGET = 200_000  # objects looked at per holder: beyond it, sharing deeper in is not looked for
+
+
+def held_inside(holders: dict, namespace: dict, allowed=None, kept: dict | None = None) -> dict:
     """For each of ``holders`` (name -> value), the names in ``namespace`` bound to a list, dict or
     set that it holds (``S = [N]``, a list in an instance's attribute): {holder: {held names}}.
     Sent in one batch, they land as one object on the other end too (:func:`keep_merged_shared`).
     Only containers that something besides the namespace refers to are looked for: without
-    such sharing this is one pass over the namespace's names and no walk at all."""
+    such sharing this is one pass over the namespace's names and no walk at all. ``kept``: the
+    caller's own table of references by name (one more reference each, not sharing)."""
     probe = {"": []}
     for _name, value in probe.items():
         only_the_namespace = sys.getrefcount(value)  # measured in the same loop shape as below
+    kept = kept or {}
     wanted = {}
     for name, value in namespace.items():
-        if type(value) in (list, dict, set) and sys.getrefcount(value) > only_the_namespace \
+        if type(value) in (list, dict, set) \
+                and sys.getrefcount(value) > only_the_namespace + (kept.get(name) is value) \
                 and (allowed is None or allowed(name)):
             wanted[id(value)] = name
     found = {}
@@ -843,7 +868,8 @@ def held_inside(holders: dict, namespace: dict, allowed=None) -> dict:
         names, seen = set(), set()
         stack = [root] if _walkable(root) or type(root) is tuple else []
         others = len(wanted) - (id(root) in wanted)
-        while stack and len(names) < others:  # stop once every candidate is found
+        budget = _WALK_BUDGET
+        while stack and len(names) < others and budget > 0:  # stop once every candidate is found
             obj = stack.pop()
             if id(obj) in seen:
                 continue
@@ -851,6 +877,7 @@ def held_inside(holders: dict, namespace: dict, allowed=None) -> dict:
             kind = type(obj)
             items = obj.values() if kind is dict else obj if kind in (list, tuple) else obj.__dict__.values()
             for item in items:
+                budget -= 1
                 name = wanted.get(id(item))
                 if name is not None and name != holder:
                     names.add(name)

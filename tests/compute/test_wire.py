@@ -289,3 +289,17 @@ def test_object_arrays_rebuild_from_marshalled_elements():
     pd.testing.assert_frame_equal(ends.there_ns["frame"], frame)
     assert ends.there_ns["grid"].shape == (2, 2) and ends.there_ns["grid"][1, 1] == 2.5
     assert ends.there_ns["frame"]["nested"][1] == [2, 3]
+
+
+def test_containers_held_inside_others_are_found_and_land_as_the_receivers_own():
+    inner, lone = [1], [2]
+    holder = {"rows": [inner], "pair": (inner, 3)}
+    namespace = {"inner": inner, "lone": lone, "holder": holder, "ipython_cache": [inner]}
+    found = wire.held_inside({"holder": holder, "lone": lone}, namespace, allowed=lambda n: n != "ipython_cache")
+    assert found == {"holder": {"inner"}}
+    new_inner = [1, 2]
+    values = {"holder": {"rows": [new_inner], "pair": (new_inner, 3)}, "inner": new_inner}
+    assert wire.merge_container(inner, new_inner)
+    values["inner"] = inner
+    wire.keep_merged_shared([(new_inner, inner)], values)
+    assert values["holder"]["rows"][0] is inner and values["holder"]["pair"][0] is inner and inner == [1, 2]
