@@ -28,6 +28,7 @@ wrong in the notebook's own terms.
     │   ├── TreeHashMismatchError   an unpacked artifact's git-tree-sha1 is not the one Artifacts.toml names
     │   └── UnsafeArchiveError      a tarball would write outside its folder (absolute path, '..', escaping link)
     ├── ArtifactInstallError        an Artifacts.toml artifact could not be installed from any of its urls
+    ├── ModelSourceError            a model's files could not be had from their source (the hub, S3, a path)
     ├── ArtifactsUploadError        podstack.artifacts.upload() stored nothing under the tag asked (.cause)
     └── ArtifactsDownloadError      podstack.artifacts.download() could not fetch what was asked (.cause)
 """
@@ -58,6 +59,7 @@ __all__ = [
     "TreeHashMismatchError",
     "UnsafeArchiveError",
     "ArtifactInstallError",
+    "ModelSourceError",
     "ArtifactsUploadError",
     "ArtifactsDownloadError",
 ]
@@ -215,6 +217,12 @@ class ArtifactInstallError(PodstackError):
 
     def __init__(self, message: str = "", name: str | None = None, attempts: list | None = None):
         super().__init__(message, name=name, attempts=list(attempts or []))
+
+
+class ModelSourceError(PodstackError):
+    """A model's files could not be had from where they are: the Hugging Face hub (unreachable, no
+    such repo, revision or file; offline and not cached), an S3 location or a local path. The
+    message says where and why; nothing was registered."""
 
 
 class ArtifactsUploadError(PodstackError):
