@@ -115,8 +115,8 @@ def metadata(what: str, values) -> dict:
         if not isinstance(name, str):
             raise InvalidArgumentError(f"{what}: names are text, got {type(name).__name__} {name!r}")
         name = V.key(f"{what}: name", name)
-        if isinstance(value, bool):
-            clean[name] = value
+        if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
+            clean[name] = bool(value)
         elif isinstance(value, numbers.Integral):
             number = int(value)
             if not _INT64[0] <= number <= _INT64[1]:
@@ -132,9 +132,8 @@ def metadata(what: str, values) -> dict:
         elif isinstance(value, str):
             clean[name] = V.text(f"{what}: value of {name!r}", value)
         else:
-            hint = " (convert it with bool())" if type(value).__name__ == "bool_" else ""
             raise InvalidArgumentError(f"{what}: {name!r} is a {type(value).__name__}; metadata values are bool, int, "
-                                       f"float or str{hint}")
+                                       "float or str (turn it into one of those, e.g. json.dumps for a list)")
     return clean
 
 
