@@ -172,6 +172,17 @@ class ModelRegistry:
     def __repr__(self):
         return f"ModelRegistry(author={self._author!r}, {self.client.store!r})"
 
+    def close(self) -> None:
+        """Close the store this registry opened (``server_address=``); the notebook's stays open."""
+        if self._client is not None:
+            self._client.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     @property
     def client(self) -> ModelRegistryClient:
         """The :class:`ModelRegistryClient` this face calls."""

@@ -70,20 +70,36 @@ class ModelManager:
         from ..tracking import TrackingClient, open_store
 
         resolved = settings()
+        self._own_store = None
         if tracking_uri is None and artifact_root is None:
             from .registry import model_client
 
             self._client = model_client()
         else:
-            store = open_store(tracking_uri or resolved.tracking_url)
+            store = self._own_store = open_store(tracking_uri or resolved.tracking_url)
             self._client = ModelRegistryClient(TrackingClient(store, open_repository(
                 artifact_root or resolved.artifact_url)))
         self.web_host = (web_host or resolved.registry_url or "").rstrip("/") or None
         self.verbose = bool(verbose)
-        self._check()
+        try:
+            self._check()
+        except BaseException:
+            self.close()
+            raise
 
     def __repr__(self):
         return f"ModelManager({self._client.store!r})"
+
+    def close(self) -> None:
+        """Close the store this manager opened (``tracking_uri=``/``artifact_root=``)."""
+        if self._own_store is not None:
+            self._own_store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def _say(self, text: str) -> None:
         if self.verbose:
