@@ -60,11 +60,12 @@ class ModelManager:
     notebook's settings). Both are opened and checked now (fail fast: an unreachable database or
     bucket is a ``ConfigurationError`` here, not at the first upload). ``web_host``: the address of
     the web page that shows models (``<web_host>/models/<id>``; default: the ``podstack server`` of
-    the settings, if any). ``verbose``: print each step.
+    the settings, if any). ``verbose``: print each step. ``hf_endpoint``: a Hugging Face hub
+    mirror for ``source_type="hf"`` (default: ``HF_ENDPOINT``, else the hub).
     """
 
     def __init__(self, tracking_uri: str | None = None, artifact_root: str | None = None, *,
-                 web_host: str | None = None, verbose: bool = False):
+                 web_host: str | None = None, verbose: bool = False, hf_endpoint: str | None = None):
         from ..artifacts import open_repository
         from ..config import settings
         from ..tracking import TrackingClient, open_store
@@ -81,6 +82,7 @@ class ModelManager:
                 artifact_root or resolved.artifact_url)))
         self.web_host = (web_host or resolved.registry_url or "").rstrip("/") or None
         self.verbose = bool(verbose)
+        self.hf_endpoint = hf_endpoint
         try:
             self._check()
         except BaseException:
@@ -139,7 +141,8 @@ class ModelManager:
                                        "Hugging Face repo id)")
         chosen = self._client.upload_model(model_name, source_path, source_type=source_type, version=version,
                                            code_path=code_path, category=category, tags=tags, description=description,
-                                           metadata=metadata, revision=revision, progress=self._say)
+                                           metadata=metadata, revision=revision, hf_endpoint=self.hf_endpoint,
+                                           progress=self._say)
         return chosen.id
 
     # -- reading ---------------------------------------------------------------------------------
