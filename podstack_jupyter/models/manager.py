@@ -83,6 +83,9 @@ class ModelManager:
         self.web_host = (web_host or resolved.registry_url or "").rstrip("/") or None
         self.verbose = bool(verbose)
         self.hf_endpoint = hf_endpoint
+        from .kubeflow import _default_author
+
+        self.user = _default_author()  # the author of what this manager adds
         try:
             self._check()
         except BaseException:
@@ -140,7 +143,7 @@ class ModelManager:
             raise InvalidArgumentError("add_model: source_path is required (a folder, an s3:// location or a "
                                        "Hugging Face repo id)")
         chosen = self._client.upload_model(model_name, source_path, source_type=source_type, version=version,
-                                           code_path=code_path, category=category, tags=tags, description=description,
+                                           code_path=code_path, author=self.user, category=category, tags=tags, description=description,
                                            metadata=metadata, revision=revision, hf_endpoint=self.hf_endpoint,
                                            progress=self._say)
         return chosen.id
