@@ -246,6 +246,20 @@ class ModelRegistryClient:
             events.publish("model.version_created", model=model["name"], version=record["version"])
         return ModelVersion.from_record(record, model["name"], owner=model.get("owner"))
 
+    def _check_new_version(self, name, version) -> tuple[str, dict | None]:
+        """Before anything is uploaded or written: the model's name (a new model's is checked against
+        the reserved prefixes) and a given version name, free in that model. Returns the name and
+        the model's record (``None``: a new model)."""
+        name = V.name("model name", name)
+        existing = self._find(name)
+        if existing is None:
+            R.new_model_name(name)
+        R.version_name(version)
+        if existing is not None and version is not None and self._locate(existing, version) is not None:
+            raise DuplicateError(f"model {name!r} already has a version named {version!r}; version names are "
+                                 "unique (pass version=None for the next automatic one)")
+        return name, existing
+
     def register_model(self, name: str, run_id: str | None = None, description: str | None = None, *,
                        artifact_path: str | None = None, version: str | None = None, uri: str | None = None,
                        model_format_name: str | None = None, model_format_version: str | None = None,
@@ -261,8 +275,7 @@ class ModelRegistryClient:
         ``version_description`` the version alone. ``owner``, ``category`` and ``tags`` (added
         to the model's) describe the model; ``author`` and ``metadata`` the version.
         """
-        name = V.name("model name", name)
-        R.version_name(version)
+        name, existing = self._check_new_version(name, version)
         framework = source = None
         if run_id is not None:
             if uri is not None:
@@ -273,14 +286,10 @@ class ModelRegistryClient:
             source = artifact_path or params.get(ARTIFACT_PATH_PARAM) or ("model" if framework else None)
         elif artifact_path is not None:
             raise InvalidArgumentError("register_model: artifact_path= needs run_id= (or an active run)")
-        existing = self._find(name)
         model_fields = self._model_fields(owner=owner, category=category, tags=tags)
         self._version_fields(description=description, author=author, metadata=metadata, uri=uri,
                              model_format_name=model_format_name, model_format_version=model_format_version,
                              storage_key=storage_key, storage_path=storage_path)
-        if existing is not None and version is not None and self._locate(existing, version) is not None:
-            raise DuplicateError(f"model {name!r} already has a version named {version!r}; version names are "
-                                 "unique (pass version=None for the next automatic one)")
         model = RegisteredModel.from_record(existing) if existing else self.ensure_registered_model(name, description)
         if existing is not None and "tags" in model_fields:
             model_fields["tags"] = {**model.tags, **model_fields["tags"]}
@@ -582,14 +591,7 @@ class ModelRegistryClient:
         if revision is not None and source_type != "hf":
             raise InvalidArgumentError("revision= is for source_type='hf' (a Hugging Face repo)")
         source_text = os.fspath(source_path)
-        name = V.name("model name", name)
-        existing = self._find(name)
-        if existing is None:
-            R.new_model_name(name)
-        R.version_name(version)
-        if existing is not None and version is not None and self._locate(existing, version) is not None:
-            raise DuplicateError(f"model {name!r} already has a version named {version!r}; version names are "
-                                 "unique (pass version=None for the next automatic one)")
+        name, _ = self._check_new_version(name, version)
         self._model_fields(owner=owner, category=category, tags=tags)
         self._version_fields(description=description, author=author, metadata=metadata)
         code = None
@@ -682,7 +684,7 @@ class ModelRegistryClient:
         repo = V.name("repo", repo)
         path = V.text("path", path, V.MAX_TEXT).strip("/")
         git_ref = V.name("git_ref", git_ref)
-        name = model_name if model_name is not None else repo
+        name, _ = self._check_new_version(model_name if model_name is not None else repo, version)
         info = hf_repo_info(repo, git_ref, endpoint)
         folder = bool(path) and path not in info["files"]
         if folder and not any(f.startswith(path + "/") for f in info["files"]):
@@ -710,13 +712,7 @@ class ModelRegistryClient:
         if not isinstance(params, S3Params):
             raise InvalidArgumentError(f"upload_params must be S3Params(bucket_name=..., s3_prefix=...), got "
                                        f"{type(params).__name__} (OCI registries are not supported here)")
-        name = V.name("model name", name)
-        existing = self._find(name)
-        if existing is None:
-            R.new_model_name(name)
-        R.version_name(version)
-        if existing is not None and version is not None and self._locate(existing, version) is not None:
-            raise DuplicateError(f"model {name!r} already has a version named {version!r}; nothing was uploaded")
+        name, _ = self._check_new_version(name, version)
         self._version_fields(description=description, author=author, metadata=metadata)
         uri = upload_to_s3(model_files_path, params)
         return self.register_model(name, uri=uri, version=version, model_format_name=model_format_name,
