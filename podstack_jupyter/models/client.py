@@ -48,7 +48,7 @@ from ..errors import (ArtifactNotFoundError, DuplicateError, InvalidArgumentErro
                       ModelSourceError, PodstackError)
 from ..tracking import TrackingClient
 from ..tracking import _validate as V
-from ..tracking._entities import Dataset, ModelVersion, RegisteredModel
+from ..tracking._entities import Dataset, ModelLineage, ModelVersion, RegisteredModel
 from ..tracking.client import clean_artifact_path, new_id
 from ..tracking.store import MODEL_STAGES
 from . import _rules as R
@@ -439,7 +439,7 @@ class ModelRegistryClient:
             raise ModelNotFoundError(f"no registered model {name_or_id!r}")
         for version in lineage["versions"]:
             version["datasets"] = [Dataset.from_record(d).to_dict() for d in version["datasets"]]
-        return lineage
+        return ModelLineage(lineage)
 
     # -- pages ---------------------------------------------------------------------------------
     @staticmethod
