@@ -13,7 +13,8 @@ def test_podstack_public_names():
         "EnvironmentBuildError", "SerializationError", "ExecutionTimeoutError", "RemoteExecutionError",
         "SessionDiedError", "CellSyntaxError", "StoreError", "InvalidArgumentError", "NotFoundError",
         "ExperimentNotFoundError", "RunNotFoundError", "ModelNotFoundError", "ArtifactNotFoundError",
-        "ArtifactIntegrityError", "TreeHashMismatchError", "UnsafeArchiveError", "ArtifactInstallError"])
+        "ArtifactIntegrityError", "TreeHashMismatchError", "UnsafeArchiveError", "ArtifactInstallError",
+            "show_metrics", "show_runs", "show_lineage", "show_artifacts", "show_sessions"])
     for name in podstack.__all__:
         assert getattr(podstack, name) is not None
 
