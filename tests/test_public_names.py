@@ -15,7 +15,8 @@ def test_podstack_public_names():
         "SessionDiedError", "CellSyntaxError", "StoreError", "InvalidArgumentError", "DuplicateError", "NotFoundError",
         "ExperimentNotFoundError", "RunNotFoundError", "ModelNotFoundError", "ArtifactNotFoundError",
         "ArtifactIntegrityError", "TreeHashMismatchError", "UnsafeArchiveError", "ArtifactInstallError",
-        "ModelSourceError", "ArtifactsUploadError", "ArtifactsDownloadError"])
+        "ModelSourceError", "ArtifactsUploadError", "ArtifactsDownloadError",
+        "show_metrics", "show_runs", "show_lineage", "show_artifacts", "show_sessions"])
     for name in podstack.__all__:
         assert getattr(podstack, name) is not None
 
