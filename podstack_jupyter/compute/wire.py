@@ -813,7 +813,7 @@ def keep_merged_shared(pairs: list, values: dict) -> None:
             stack.extend(item for item in obj if _walkable(item) or type(item) is tuple)
             continue
         if type(obj) not in (list, dict):
-            obj = obj.__dict__
+            obj = _attributes(obj)
         for where, item in list(enumerate(obj) if type(obj) is list else obj.items()):
             old = merged.get(id(item))
             if old is not None:
@@ -827,7 +827,7 @@ def keep_merged_shared(pairs: list, values: dict) -> None:
 
 
 def _size(value) -> int:
-    return len(value) if type(value) in (list, dict, tuple) else len(value.__dict__)
+    return len(value) if type(value) in (list, dict, tuple) else len(_attributes(value))
 
 
 def _retuple(value: tuple, merged: dict, replaced: list) -> tuple:
@@ -865,8 +865,10 @@ def held_inside(holders: dict, namespace: dict, allowed=None, kept: dict | None 
     if not wanted:
         return found
     for holder, root in holders.items():
-        names, seen = set(), set()
-        stack = [root] if _walkable(root) or type(root) is tuple else []
+        kind = type(root)
+        if kind in _ATOMS or kind.__module__ in ("numpy", "torch") or not (_walkable(root) or kind is tuple):
+            continue
+        names, seen, stack = set(), set(), [root]
         others = len(wanted) - (id(root) in wanted)
         budget = _WALK_BUDGET
         while stack and len(names) < others and budget > 0:  # stop once every candidate is found
@@ -875,7 +877,7 @@ def held_inside(holders: dict, namespace: dict, allowed=None, kept: dict | None 
                 continue
             seen.add(id(obj))
             kind = type(obj)
-            items = obj.values() if kind is dict else obj if kind in (list, tuple) else obj.__dict__.values()
+            items = obj.values() if kind is dict else obj if kind in (list, tuple) else _attributes(obj).values()
             for item in items:
                 budget -= 1
                 name = wanted.get(id(item))
@@ -889,11 +891,20 @@ def held_inside(holders: dict, namespace: dict, allowed=None, kept: dict | None 
 
 
 def _walkable(value) -> bool:
+    """Lists, dicts and instances with an attribute dict (looked up without running the object's code)."""
     kind = type(value)
     if kind is list or kind is dict:
         return True
-    return (kind.__module__ not in ("builtins", "numpy", "torch") and not isinstance(value, type)
-            and type(getattr(value, "__dict__", None)) is dict)
+    if not kind.__dictoffset__ or kind.__module__ in ("builtins", "numpy", "torch") or isinstance(value, type):
+        return False
+    try:
+        return type(object.__getattribute__(value, "__dict__")) is dict
+    except Exception:  # noqa: BLE001 - an object that will not say: not looked into
+        return False
+
+
+def _attributes(value) -> dict:
+    return object.__getattribute__(value, "__dict__")
 
 
 # -- memory of another process on this machine -----------------------------------------------------
