@@ -129,6 +129,10 @@ def test_a_variable_held_inside_the_one_a_cell_reads_sees_its_changes(ip):
     run(ip, "inner.append('here')")  # changed here, read there through outer only
     run(ip, "%%gpu\nlast = outer[0][-1]")
     assert ns["last"] == "here"
+    fails(ip, "%%gpu\nouter[0].append('lost')\nraise ValueError('undone')")  # undone on both sides, still one
+    assert ns["inner"][-1] == "here" and ns["outer"][0] is ns["inner"]
+    run(ip, "%%gpu\nsame = outer[0] is inner\nlast = inner[-1]")
+    assert ns["same"] is True and ns["last"] == "here"
 
 
 def test_a_rebinding_in_the_session_does_not_touch_the_old_object(ip):
