@@ -49,7 +49,8 @@ _LAZY = {
 _ERRORS = (
     "PodstackError", "ConfigurationError", "AuthenticationError", "RateLimitError",
     "GPUNotAvailableError", "EnvironmentBuildError", "SerializationError", "ExecutionTimeoutError",
-    "RemoteExecutionError", "SessionDiedError", "CellSyntaxError", "StoreError", "InvalidArgumentError", "NotFoundError",
+    "RemoteExecutionError", "SessionDiedError", "CellSyntaxError", "StoreError", "PermissionDeniedError",
+    "InvalidArgumentError", "NotFoundError",
     "ExperimentNotFoundError", "RunNotFoundError", "ModelNotFoundError", "ArtifactNotFoundError",
     "ArtifactIntegrityError", "TreeHashMismatchError", "UnsafeArchiveError", "ArtifactInstallError",
 )

@@ -17,6 +17,7 @@ wrong in the notebook's own terms.
     ├── SessionDiedError            the remote kernel died; its state is lost
     ├── CellSyntaxError             a %%gpu cell does not parse; nothing was sent
     ├── StoreError                  the tracking store could not do a call (locked, unreachable); it wrote nothing
+    ├── PermissionDeniedError       a GPU session asked for more than logging into its cell's run
     ├── InvalidArgumentError        (also a ValueError) an argument is out of range or malformed
     ├── NotFoundError               (also a LookupError) something asked for does not exist
     │   ├── ExperimentNotFoundError
@@ -44,6 +45,7 @@ __all__ = [
     "SessionDiedError",
     "CellSyntaxError",
     "StoreError",
+    "PermissionDeniedError",
     "InvalidArgumentError",
     "NotFoundError",
     "ExperimentNotFoundError",
@@ -151,6 +153,12 @@ class StoreError(PodstackError):
     """The tracking store could not complete a call: the database stayed locked by another process
     past the wait, the server is unreachable, or the database refused the data. The call wrote
     nothing (its transaction was rolled back); the message says what to do."""
+
+
+class PermissionDeniedError(PodstackError):
+    """Refused: the caller may not do this. A GPU session may log into the run of the cell it runs
+    in (and runs it starts inside it) and read; moving models between stages, ending or renaming
+    the notebook's runs, writing into other runs is the notebook's to do. Nothing was changed."""
 
 
 class InvalidArgumentError(PodstackError, ValueError):

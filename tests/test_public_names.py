@@ -11,7 +11,8 @@ def test_podstack_public_names():
         "artifacts", "config", "events", "errors",
         "PodstackError", "ConfigurationError", "AuthenticationError", "RateLimitError", "GPUNotAvailableError",
         "EnvironmentBuildError", "SerializationError", "ExecutionTimeoutError", "RemoteExecutionError",
-        "SessionDiedError", "CellSyntaxError", "StoreError", "InvalidArgumentError", "NotFoundError",
+        "SessionDiedError", "CellSyntaxError", "StoreError", "PermissionDeniedError", "InvalidArgumentError",
+        "NotFoundError",
         "ExperimentNotFoundError", "RunNotFoundError", "ModelNotFoundError", "ArtifactNotFoundError",
         "ArtifactIntegrityError", "TreeHashMismatchError", "UnsafeArchiveError", "ArtifactInstallError"])
     for name in podstack.__all__:
