@@ -17,6 +17,7 @@ A model is named by its name or its id (``name_or_id``). Events published:
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = ["ModelRegistryClient", "FRAMEWORK_PARAM", "ARTIFACT_PATH_PARAM"]
 #: run params ``log_model`` records, which ``register_model`` reads to find the run's model
 FRAMEWORK_PARAM = "podstack.model.framework"
 ARTIFACT_PATH_PARAM = "podstack.model.artifact_path"
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a model id as a cache folder name (ids are uuids)
 
 
 def _version_number(version) -> int:
@@ -230,21 +232,33 @@ class ModelRegistryClient:
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidArgumentError(f"log_model: metadata must be a dict, got {type(metadata).__name__}")
         params = V.string_dict("log_model: metadata", metadata or {})
-        self.tracking.require_run(run_id)  # before serializing anything
+        self.tracking.require_writable(run_id)  # before serializing anything
         with tempfile.TemporaryDirectory(prefix="podstack-model-") as tmp:
             folder = Path(tmp) / "model"
             folder.mkdir()
-            used = save_model(model, str(folder), framework=framework)
-            files = self.tracking.log_artifact(run_id, folder, destination)
+            save_model(model, str(folder), framework=framework)
+            return self.log_model_folder(run_id, folder, destination, params)
+
+    def log_model_folder(self, run_id: str, folder, artifact_path: str = "model", metadata: dict | None = None) -> dict:
+        """Store a folder :func:`~podstack_jupyter.models.save_model` wrote as the run's model (what
+        ``log_model`` does after serializing); returns what ``log_model`` returns."""
+        from ._flavors import read_manifest
+
+        destination = clean_artifact_path(artifact_path)
+        used = read_manifest(folder)["framework"]
+        params = V.string_dict("log_model: metadata", metadata or {})
+        files = self.tracking.log_artifact(run_id, folder, destination)
         params = self.tracking.log_params(run_id, {FRAMEWORK_PARAM: used, ARTIFACT_PATH_PARAM: destination, **params})
         return {"run_id": run_id, "artifact_path": destination, "framework": used,
                 "files": [f["path"] for f in files], "params": params}
 
     def load_model(self, name_or_id: str, version: int | None = None, stage: str | None = None,
-                   alias: str | None = None, framework: str | None = None, *, cache_dir) -> object:
+                   alias: str | None = None, framework: str | None = None, *, cache_dir, trusted: bool = False) -> object:
         """Load a registered model's files into ``cache_dir/<model id>/<version>`` (files already
-        there with the right digest are kept), verify them and deserialize them with
-        ``framework`` (default: the one ``log_model`` recorded)."""
+        there with the right digest are kept; nothing is written outside that folder, whatever the
+        store's rows say), verify them and deserialize them with ``framework`` (default: the one
+        ``log_model`` recorded). A format whose loading runs code needs a manifest signed on this
+        machine, unless ``trusted=True`` (see :func:`~podstack_jupyter.models.load_model_from_dir`)."""
         if version is not None and stage is not None:
             raise InvalidArgumentError("load_model: version= and stage= are mutually exclusive; give one")
         chosen = self.get_model_version(name_or_id, version=version, stage=stage, alias=alias)
@@ -256,12 +270,16 @@ class ModelRegistryClient:
             entries, single = self.tracking.select_artifacts(chosen.run_id, source)
         except ArtifactNotFoundError as exc:
             raise ArtifactNotFoundError(f"{chosen.name} v{chosen.version}: {exc.message}") from None
-        cache = Path(cache_dir) / chosen.model_id / str(chosen.version)
+        model_folder = chosen.model_id
+        if not (isinstance(model_folder, str) and _FOLDER_NAME.fullmatch(model_folder) and model_folder.strip(".")):
+            raise ModelNotFoundError(f"{chosen.name} v{chosen.version}: the store gives it the id {model_folder!r}, "
+                                     "which podstack never makes; refusing to use it as a folder name")
+        cache = Path(cache_dir) / model_folder / str(_version_number(chosen.version))
         offset = 0 if single else len(clean_artifact_path(source)) + 1
         self.tracking.fetch(entries, lambda e: cache.joinpath(*(e["path"].rsplit("/", 1)[-1] if single
                                                                 else e["path"][offset:]).split("/")),
-                            f"fetching {chosen.name} v{chosen.version}")
+                            f"fetching {chosen.name} v{chosen.version}", within=cache, run_id=chosen.run_id)
         framework = framework or chosen.framework or self.tracking.get_run(chosen.run_id)["params"].get(FRAMEWORK_PARAM)
         from ._flavors import load_model_from_dir
 
-        return load_model_from_dir(str(cache), framework=framework)
+        return load_model_from_dir(str(cache), framework=framework, trusted=trusted)
