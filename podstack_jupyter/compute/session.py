@@ -277,6 +277,10 @@ class GPUSession:
                     if data.get("reply"):
                         self.rpc_answers[data["id"]] = answer
                     return None
+                if data.get("reply") and "id" in data:  # a call nobody here answers: fail it now, not in 10 minutes
+                    self.rpc_answers[data["id"]] = {"error": f"the notebook has no handler for {data.get('op')!r}",
+                                                    "type": "PodstackError"}
+                    return None
         return got
 
     def _check_alive(self):
