@@ -60,9 +60,14 @@ __all__ = [
 
 
 class PodstackError(Exception):
-    """Root of every podstack error. ``.message`` holds the human-readable text."""
+    """Root of every podstack error. ``.message`` holds the human-readable text, with the secrets
+    URLs carry masked (``config.redact``: passwords, tokens)."""
 
     def __init__(self, message: str = "", **details):
+        if "://" in message or "=" in message:  # a URL's password or token never reaches a message
+            from .config import redact
+
+            message = redact(message)
         super().__init__(message)
         self.message = message
         for key, value in details.items():

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from .. import events
+from ..config import private_folder
 from ..errors import ArtifactNotFoundError, InvalidArgumentError, ModelNotFoundError
 from ..tracking import TrackingClient
 from ..tracking import _validate as V
@@ -274,7 +275,7 @@ class ModelRegistryClient:
         if not (isinstance(model_folder, str) and _FOLDER_NAME.fullmatch(model_folder) and model_folder.strip(".")):
             raise ModelNotFoundError(f"{chosen.name} v{chosen.version}: the store gives it the id {model_folder!r}, "
                                      "which podstack never makes; refusing to use it as a folder name")
-        cache = Path(cache_dir) / model_folder / str(_version_number(chosen.version))
+        cache = private_folder(Path(cache_dir) / model_folder / str(_version_number(chosen.version)), tighten=False)
         offset = 0 if single else len(clean_artifact_path(source)) + 1
         self.tracking.fetch(entries, lambda e: cache.joinpath(*(e["path"].rsplit("/", 1)[-1] if single
                                                                 else e["path"][offset:]).split("/")),
