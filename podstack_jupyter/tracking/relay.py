@@ -59,6 +59,7 @@ __all__ = ["RelayStore", "RelayClient", "SessionScope", "session_store", "handle
 
 OP = "tracking.relay"
 _CHUNK = 4 * 1024 * 1024  # bytes of a file per message
+_IN_FLIGHT = 64 * 1024 * 1024  # bytes sent before waiting for the notebook to confirm them
 
 # Store methods that only read: a session may call them as they are.
 STORE_READS = frozenset({
@@ -134,11 +135,25 @@ def send_files(agent, run_id: str, files) -> str:
     session may not write before any byte travels."""
     listed = [(Path(path), clean_artifact_path(name, "file name")) for path, name in files]
     upload = call_notebook(agent, OP, "begin_upload", [run_id, [[name, path.stat().st_size] for path, name in listed]])
+    sent = unconfirmed = 0
     for index, (path, _) in enumerate(listed):
         with open(path, "rb") as f:
             while chunk := f.read(_CHUNK):
                 agent.emit(OP, {"method": "upload_chunk", "args": [upload, index], "kwargs": {}}, buffers=[chunk])
+                sent += len(chunk)
+                unconfirmed += len(chunk)
+                if unconfirmed >= _IN_FLIGHT:  # wait for the notebook: the kernel's channel drops what overflows it
+                    _confirm(agent, upload, sent)
+                    unconfirmed = 0
+    _confirm(agent, upload, sent)
     return upload
+
+
+def _confirm(agent, upload: str, sent: int) -> None:
+    received = call_notebook(agent, OP, "upload_progress", [upload])
+    if received != sent:
+        raise PodstackError(f"the notebook received {received:,} of the {sent:,} bytes sent; nothing was stored. "
+                            "Try again (the session's channel to the notebook dropped messages)")
 
 
 class RelayClient(TrackingClient):
@@ -461,6 +476,10 @@ def _upload_chunk(scope, client, upload_id, index, *, buffers):
         raise
 
 
+def _upload_progress(scope, client, upload_id):
+    return sum(_upload_of(scope, upload_id).received)
+
+
 def take_upload(scope: SessionScope, upload_id) -> _Upload:
     """The upload ``upload_id`` of this session, no longer pending (``.complete()`` lists its
     files, ``.discard()`` removes them); the caller stores what it needs, then discards it."""
@@ -482,7 +501,8 @@ _OPERATIONS = {
     "read": _read, "ensure_experiment": _ensure_experiment, "create_run": _create_run, "resume_run": _resume_run,
     "end_run": _end_run, "require_writable": _require_writable, "log_params": _log_params, "set_tags": _set_tags,
     "delete_tag": _delete_tag, "log_points": _log_points, "log_dataset_record": _log_dataset_record,
-    "begin_upload": _begin_upload, "upload_chunk": _upload_chunk, "store_upload": _store_upload,
+    "begin_upload": _begin_upload, "upload_chunk": _upload_chunk, "upload_progress": _upload_progress,
+    "store_upload": _store_upload,
 }
 
 

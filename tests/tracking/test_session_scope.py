@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from podstack_jupyter import events, registry
 
 SESSION_CELL = r'''
@@ -131,3 +133,29 @@ def test_a_session_logs_into_its_cell_run_and_is_refused_everything_else(ip, tmp
     assert manifest["signature"]["algorithm"] == "hmac-sha256"
     assert registry.get_model_version("scoped").run_id == cell.id
     assert registry.load_model("scoped") == {"w": [1, 2]}  # signed: loads without trusted=True
+
+    # a later cell that is not tracked: the session still reads and loads (the notebook checks the
+    # signature for it), and the run of the earlier cell is no longer its to write
+    result = ip.run_cell("%%gpu\nloaded = registry.load_model('scoped')\n"
+                         "attempt('old cell run', lambda: registry.log_params({'late': 1}, run_id=cell_run))\n"
+                         "attempt('promote later', lambda: registry.set_model_stage('scoped', 1, 'production'))\n"
+                         "later = {k: outcomes[k] for k in ('old cell run', 'promote later')}")
+    assert result.error_in_exec is None, result.error_in_exec
+    assert ip.user_ns["loaded"] == {"w": [1, 2]}
+    assert "may write only into runs it starts itself (this cell runs in no tracked run" in \
+        ip.user_ns["later"]["old cell run"][1]
+    assert ip.user_ns["later"]["promote later"][0] == "PermissionDeniedError"
+    assert "late" not in registry.get_run(cell.id).params
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_large_artifact_travels_whole_through_the_session(store_url, ip, tmp_path):
+    result = ip.run_cell(
+        "%%track --name big\n%%gpu\nimport hashlib, os\nfrom podstack import registry\n"
+        "data = os.urandom(150 * 1024 * 1024 + 7)\nsent_digest = hashlib.sha256(data).hexdigest()\n"
+        "with open('big.bin', 'wb') as f:\n    f.write(data)\ndel data\n"
+        "registry.log_artifact('big.bin')\nos.remove('big.bin')")
+    assert result.error_in_exec is None, result.error_in_exec
+    (run,) = registry.search_runs(filter="name = 'big'")
+    (entry,) = registry.list_artifacts(run.id)
+    assert entry["size"] == 150 * 1024 * 1024 + 7 and entry["etag"] == ip.user_ns["sent_digest"]
