@@ -248,6 +248,7 @@ class GPUSession:
         self.sync: SyncState | None = None  # what this session and the notebook agree they both hold
         self.relay = CommRelay(self)
         self.pool = wire.BufferPool()  # memory large results are copied into, reused
+        self.cell_context: dict = {}  # what the notebook sent with the running (or last) cell: hooks.event_origin()
         self._comm_id = uuid.uuid4().hex
         self._lock = threading.RLock()
         self._pending: str | None = None  # an interrupted step the remote may still be finishing
@@ -428,6 +429,8 @@ class GPUSession:
             started = time.monotonic()
             sent_before, received_before = self.kernel.bytes_sent, self.kernel.bytes_received
             step_id = data["id"] = data.get("id") or uuid.uuid4().hex
+            if data.get("kind") in ("cell", "call", "await"):  # the last cell's, until the next one starts
+                self.cell_context = data.get("context") or {}
             try:
                 result = self._run_step(data, packet, sink, started + timeout, timeout, names)
             finally:
@@ -607,12 +610,14 @@ class GPUSession:
             return False
         handler = hooks.agent_event_handler(op)
         if handler is None:
-            answer = {"error": f"this notebook has no handler for {op!r} requests from the session", "type": None}
+            answer = {"error": f"this notebook has no handler for {op!r} requests from the session",
+                      "type": "PodstackError"}
             if not data.get("reply"):
                 return True
         else:
             try:
-                answer = {"result": handler(data, msg["buffers"])}
+                with hooks.dispatching(self.id, self.cell_context):
+                    answer = {"result": handler(data, msg["buffers"])}
             except Exception as exc:  # reported to the remote caller, or printed
                 answer = {"error": str(exc), "type": type(exc).__name__}
                 if not data.get("reply"):
