@@ -610,8 +610,7 @@ class GPUSession:
             return False
         handler = hooks.agent_event_handler(op)
         if handler is None:
-            answer = {"error": f"this notebook has no handler for {op!r} requests from the session",
-                      "type": "PodstackError"}
+            answer = {"error": f"the notebook has no handler for {op!r}", "type": "PodstackError"}
             if not data.get("reply"):
                 return True
         else:
