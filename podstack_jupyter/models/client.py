@@ -95,9 +95,13 @@ class ModelRegistryClient:
 
     # -- versions ------------------------------------------------------------------------------
     def create_model_version(self, name_or_id: str, run_id: str | None = None, source: str | None = None,
-                             framework: str | None = None, description: str | None = None) -> ModelVersion:
+                             framework: str | None = None, description: str | None = None, *,
+                             version_id: str | None = None) -> ModelVersion:
         """Add the next version (1, 2, 3...) of a model, in stage ``development``. ``run_id``:
-        the run that produced it; ``source``: the model's folder among that run's artifacts."""
+        the run that produced it; ``source``: the model's folder among that run's artifacts;
+        ``version_id``: the new version's id when the caller must know it first (default: ``new_id()``)."""
+        if version_id is not None and len(V.identifier("version_id", version_id)) > 36:
+            raise InvalidArgumentError(f"a version's id has at most 36 characters (a uuid), got {version_id!r}")
         model = self._record(name_or_id)
         if run_id is not None:
             self.tracking.require_run(V.identifier("run_id", run_id))
@@ -108,7 +112,7 @@ class ModelRegistryClient:
         framework = V.optional_text("framework", framework, V.MAX_NAME)
         description = V.optional_text("version description", description)
         record = self.store.create_model_version({
-            "id": new_id(), "model_id": model["id"], "run_id": run_id, "stage": "development", "source": source,
+            "id": version_id or new_id(), "model_id": model["id"], "run_id": run_id, "stage": "development", "source": source,
             "framework": framework, "description": description, "created_at": time.time()})
         if events.has_subscribers("model.version_created"):
             events.publish("model.version_created", model=model["name"], version=record["version"])

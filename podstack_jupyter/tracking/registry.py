@@ -69,7 +69,8 @@ def client() -> TrackingClient:
         return cached
     from ..artifacts import open_store
 
-    cached = _client_cache = TrackingClient(store, open_store)
+    artifacts = store.artifact_store()  # a podstack server's; else the one the settings name
+    cached = _client_cache = TrackingClient(store, artifacts if artifacts is not None else open_store)
     return cached
 
 
