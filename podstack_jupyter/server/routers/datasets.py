@@ -48,7 +48,7 @@ def _log(ctx: ProjectContext, run_id: str | None, body: DatasetIn):
     if isinstance(tags, str):
         tags = _document("tags", tags)
     # the file is on the client: describe() is given no path, only what the client computed
-    record = _datasets.describe(body.name, None, None, context, body.digest, body.source_type or "local", tags)
+    record = _datasets.describe(body.name, None, None, context, body.digest or None, body.source_type or "local", tags)
     record["source"] = V.text("log_dataset: path", body.source, V.MAX_VALUE) if body.source else ""
     if body.source_type is None:
         record["source_type"] = _datasets.source_type_of(record["source"])

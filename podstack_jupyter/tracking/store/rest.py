@@ -83,7 +83,9 @@ def _pack(typecode: str, items) -> str:
 
 
 def _q(part: str) -> str:
-    return quote(part, safe="")
+    """``part`` as one path segment (``/`` encoded; ``.`` and ``..`` too, which URLs would otherwise drop)."""
+    quoted = quote(part, safe="")
+    return quoted.replace(".", "%2E") if quoted.strip(".") == "" else quoted
 
 
 def _sha256_file(path) -> tuple[str, int]:
