@@ -44,6 +44,11 @@ _LAZY = {
     "artifacts": ("podstack_jupyter.artifacts", None),
     "config": ("podstack_jupyter.config", None),
     "events": ("podstack_jupyter.events", None),
+    "show_metrics": ("podstack_jupyter.widgets", "show_metrics"),
+    "show_runs": ("podstack_jupyter.widgets", "show_runs"),
+    "show_lineage": ("podstack_jupyter.widgets", "show_lineage"),
+    "show_artifacts": ("podstack_jupyter.widgets", "show_artifacts"),
+    "show_sessions": ("podstack_jupyter.widgets", "show_sessions"),
     "errors": ("podstack_jupyter.errors", None),
 }
 _ERRORS = (

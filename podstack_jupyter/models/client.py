@@ -27,7 +27,7 @@ from ..tracking import TrackingClient
 from ..tracking import _validate as V
 from ..tracking.client import clean_artifact_path, new_id
 from ..tracking.store import MODEL_STAGES
-from ..tracking._entities import Dataset, ModelVersion, RegisteredModel
+from ..tracking._entities import Dataset, ModelLineage, ModelVersion, RegisteredModel
 
 __all__ = ["ModelRegistryClient", "FRAMEWORK_PARAM", "ARTIFACT_PATH_PARAM"]
 
@@ -217,7 +217,7 @@ class ModelRegistryClient:
             raise ModelNotFoundError(f"no registered model {name_or_id!r}")
         for version in lineage["versions"]:
             version["datasets"] = [Dataset.from_record(d).to_dict() for d in version["datasets"]]
-        return lineage
+        return ModelLineage(lineage)
 
     # -- model files ---------------------------------------------------------------------------
     def log_model(self, run_id: str, model, artifact_path: str = "model", framework: str | None = None,

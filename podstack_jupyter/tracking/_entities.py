@@ -13,7 +13,18 @@ import datetime as _dt
 import sys
 from typing import NamedTuple
 
-__all__ = ["Experiment", "Dataset", "MetricPoint", "MetricHistory", "RegisteredModel", "ModelVersion", "iso"]
+__all__ = ["Experiment", "Dataset", "MetricPoint", "MetricHistory", "RegisteredModel", "ModelVersion", "ModelLineage",
+           "iso"]
+
+
+def _rich_display(obj, include=None, exclude=None):
+    """A notebook display of ``obj`` by the provider registered under the entry-point group
+    ``podstack.display`` (the widgets: a chart or graph, with text for terminals), else its repr."""
+    from importlib.metadata import entry_points
+
+    for provider in entry_points(group="podstack.display"):
+        return provider.load()(obj, include, exclude)
+    return {"text/plain": repr(obj)}
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -138,6 +149,9 @@ class MetricHistory:
         more = ", ..." if len(self) > 3 else ""
         return f"<MetricHistory {self.key!r} of run {self.run_id[:8]}: {len(self)} points [{shown}{more}]>"
 
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return _rich_display(self, include, exclude)
+
     def to_numpy(self):
         """``(steps, values, timestamps)`` as numpy arrays."""
         import numpy as np
@@ -171,6 +185,9 @@ class ModelVersion:
     created_at: str | None = None
     updated_at: str | None = None
 
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return _rich_display(self, include, exclude)
+
     @classmethod
     def from_record(cls, r: dict, name: str, aliases=()) -> "ModelVersion":
         return cls(id=r["id"], model_id=r["model_id"], name=name, version=r["version"], run_id=r.get("run_id"),
@@ -193,6 +210,9 @@ class RegisteredModel:
     created_at: str | None = None
     updated_at: str | None = None
 
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return _rich_display(self, include, exclude)
+
     @classmethod
     def from_record(cls, r: dict) -> "RegisteredModel":
         by_version: dict[int, list] = {}
@@ -211,3 +231,10 @@ class RegisteredModel:
     def get_version(self, version: int) -> ModelVersion | None:
         return next((v for v in self.versions if v.version == version), None)
 
+
+
+class ModelLineage(dict):
+    """What ``get_model_lineage`` returns: the documented dict, which a notebook draws as a graph."""
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return _rich_display(self, include, exclude)

@@ -23,14 +23,13 @@ by the time a run ends (or ``flush()`` returns).
 
 from __future__ import annotations
 
-import atexit
 import time
 
 from ..compute import hooks as _hooks
-from ..errors import InvalidArgumentError, PodstackError
+from ..errors import InvalidArgumentError
 from . import _validate as V
 from ._entities import Dataset, Experiment, MetricHistory, MetricPoint, ModelVersion, RegisteredModel
-from .client import ENDED_STATUSES, TrackingClient
+from .client import ENDED_STATUSES, TrackingClient, new_id
 from .relay import notebook_context
 from .runs import Run, active_runs, clean_metrics, metric_buffer
 from .store import MODEL_STAGES, RUN_STATUSES, current_store, in_gpu_session, reset_store
@@ -67,6 +66,8 @@ def client() -> TrackingClient:
     cached = _client_cache
     if cached is not None and cached.store is store:
         return cached
+    if store is not metric_buffer.store:
+        metric_buffer.attach(store)  # points go to the store they were logged for; dead journals recovered
     from ..artifacts import open_store
 
     artifacts = store.artifact_store()  # a podstack server's; else the one the settings name
@@ -82,10 +83,7 @@ in_gpu_session()  # inside a GPU session's kernel: log through the session to th
 def _reset_store() -> None:
     """Write buffered metrics, then forget the opened store (``podstack.init`` calls this)."""
     global _experiment_cache, _client_cache
-    try:
-        metric_buffer.flush()
-    except PodstackError:
-        pass  # the points stay queued and go to the next store
+    metric_buffer.detach()  # what it cannot write stays in its journal for the next opener of that store
     reset_store()
     _experiment_cache = _client_cache = None
     _known_runs.clear()
@@ -159,8 +157,10 @@ def start_run(name: str | None = None, nested: bool = False, tags: dict | None =
     ``failed`` on an exception, ``killed`` on KeyboardInterrupt. Without ``with``, end it with
     ``registry.end_run()``.
 
-    While a run is active, starting another needs ``nested=True``: the new run is its child
-    (``parent_run_id``) in the same experiment. ``experiment_id`` overrides the current
+    Active runs are per thread (as in MLflow): while a run is active in this thread, starting
+    another needs ``nested=True``: the new run is its child (``parent_run_id``) in the same
+    experiment. Other threads start their own runs, or log into one handed to them
+    (``run.log_metrics``, ``run_id=``). ``experiment_id`` overrides the current
     experiment (``set_experiment``, else ``Default``); ``run_id`` resumes an existing run
     (status back to ``running``); ``source`` is code text to keep with the run.
     """
@@ -173,20 +173,23 @@ def start_run(name: str | None = None, nested: bool = False, tags: dict | None =
     if run_id is not None:
         if active_runs.find(run_id) is not None:
             raise InvalidArgumentError(f"run {run_id!r} is already active")
+        metric_buffer.run_started(run_id)  # (a run that does not exist is no harm: recovery skips it)
         run = Run(tracking.resume_run(run_id, name=name, tags=tags))
     else:
         parent = active if nested else None
         if experiment_id is None:
             experiment_id = parent.experiment_id if parent is not None else _current_experiment().id
+        chosen = new_id()
+        metric_buffer.run_started(chosen)  # first: if this process dies, the run is marked killed
         run = Run(tracking.create_run(experiment_id, name, parent_run_id=parent.id if parent is not None else None,
-                                      tags=tags, source=source, gpu=gpu))
+                                      tags=tags, source=source, gpu=gpu, run_id=chosen))
     _known_runs.add(run.id)
     active_runs.push(run)
     return run
 
 
 def active_run() -> Run | None:
-    """The innermost active run, or ``None``."""
+    """The innermost active run of the calling thread, or ``None``."""
     return active_runs.top()
 
 
@@ -209,6 +212,7 @@ def end_run(status: str = "completed", *, run_id: str | None = None) -> None:
         now = time.time()
         if not ended:  # not active here: just record the status
             tracking.end_run(run_id, status, now)
+            metric_buffer.run_ended(run_id)
         for run in ended:
             tracking.end_run(run.id, status, now)
             metric_buffer.forget_run(run.id)
@@ -228,6 +232,13 @@ def _target_run(run_id: str | None, what: str) -> str:
     if run_id is None:
         run = active_runs.top()
         if run is None:
+            elsewhere = active_runs.elsewhere()
+            if elsewhere:
+                thread, other = elsewhere[0]
+                raise InvalidArgumentError(
+                    f"{what}: no active run in this thread (active runs are per thread; thread {thread!r} has "
+                    f"run {other.name!r}). Pass run_id={other.id!r}, or call the run's own method "
+                    "(run.log_metrics(...)) from this thread")
             raise InvalidArgumentError(f"{what}: no active run. Start one with registry.start_run() "
                                        "(or podstack.run / %%track), or pass run_id=")
         return run.id
@@ -417,13 +428,3 @@ def download_artifact(run_id: str, artifact_path: str, local_path=".") -> str:
     ``local_path``; returns the absolute path of the file or folder written there.
     ``ArtifactNotFoundError`` if the run has no such artifact."""
     return client().download_artifact(run_id, artifact_path, local_path)
-
-
-@atexit.register
-def _end_runs_at_exit():
-    # Runs still open when the interpreter exits normally are complete; write what they logged.
-    while active_runs.all():  # this process's own runs (not a notebook's run a GPU session logs into)
-        try:
-            end_run("completed", run_id=active_runs.all()[-1].id)
-        except Exception:  # noqa: BLE001 - nothing left to report to at exit
-            active_runs.clear()

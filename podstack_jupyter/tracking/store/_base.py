@@ -38,6 +38,7 @@ model version
 from __future__ import annotations
 
 import abc
+import itertools
 
 __all__ = ["Store", "RUN_STATUSES", "MODEL_STAGES", "DATASET_CONTEXTS", "SOURCE_TYPES", "MUTABLE_PARAM_PREFIXES"]
 
@@ -111,6 +112,15 @@ class Store(abc.ABC):
     def log_metrics(self, points: list) -> None:
         """Append metric points ``[run_id, key, value, step, timestamp]`` in one transaction
         and keep each (run, key)'s latest value (highest step, then newest) current."""
+
+    def log_metric_series(self, series: list) -> None:
+        """Append metric points given per metric, ``[(run_id, key, steps, values, timestamps)]`` (equal-length
+        lists in logging order), in one transaction: the same as ``log_metrics`` with those points, without
+        a tuple per point (the metric flusher writes this way). Stores that take columns override it."""
+        points = []
+        for run_id, key, steps, values, stamps in series:
+            points += zip(itertools.repeat(run_id), itertools.repeat(key), values, steps, stamps)
+        self.log_metrics(points)
 
     @abc.abstractmethod
     def get_metric_history(self, run_id: str, key: str) -> dict:

@@ -79,7 +79,6 @@ def _number(text: str):
     return number if math.isfinite(number) else None
 
 
-_STEP = operator.itemgetter(3)
 _BIG_ENDIAN = sys.byteorder == "big"
 
 
@@ -570,16 +569,28 @@ class SQLStore(Store):
                 groups[key] = [p]
             else:
                 group.append(p)
+        return self.log_metric_series(
+            [(run_id, key, [p[3] for p in group], [p[2] for p in group], [p[4] for p in group])
+             for (run_id, key), group in groups.items()], batch_id=batch_id)
+
+    def log_metric_series(self, series, batch_id: str | None = None) -> bool:
+        """See ``Store.log_metric_series``; ``batch_id`` and the result as for ``log_metrics``."""
         chunks, latest = [], []
-        for (run_id, key), group in groups.items():
-            steps = [p[3] for p in group]
+        for run_id, key, steps, values, stamps in series:
+            if not steps:
+                continue
             if not all(map(operator.le, steps, steps[1:])):
-                group.sort(key=_STEP)  # stable: equal steps keep their logging order
-                steps = [p[3] for p in group]
-            latest.append(group[-1])
-            chunks.append((run_id, key, len(group), steps[0], steps[-1], _pack("q", steps),
-                           _pack("d", [math.nan if p[2] is None else p[2] for p in group]),
-                           _pack("d", [p[4] for p in group])))
+                order = sorted(range(len(steps)), key=steps.__getitem__)  # stable: equal steps keep logging order
+                steps, values, stamps = ([column[i] for i in order] for column in (steps, values, stamps))
+            latest.append((run_id, key, values[-1], steps[-1], stamps[-1]))
+            try:
+                packed_values = _pack("d", values)
+            except TypeError:  # None (NaN read back from SQLite) among them
+                packed_values = _pack("d", [math.nan if v is None else v for v in values])
+            chunks.append((run_id, key, len(steps), steps[0], steps[-1], _pack("q", steps), packed_values,
+                           _pack("d", stamps)))
+        if not chunks:
+            return True
         with self._cursor(write=True) as cur:
             if batch_id is not None:
                 cur.execute(self._sql("INSERT INTO metric_batches (id, project_id, created_at) VALUES (?, ?, ?) "
@@ -587,7 +598,7 @@ class SQLStore(Store):
                 if cur.rowcount == 0:
                     return False
             if self._view_of is not None:  # a project's view (the team server): every run must be the project's
-                self._require_runs(cur, {run_id for run_id, _ in groups})
+                self._require_runs(cur, {chunk[0] for chunk in chunks})
             cur.executemany(self._latest_sql, latest)
             cur.executemany(self._sql('INSERT INTO metric_chunks (run_id, key, count, first_step, last_step, steps, '
                                       '"values", timestamps) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'), chunks)
