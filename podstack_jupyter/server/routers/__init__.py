@@ -16,6 +16,24 @@ Paths must not collide with the registry's (``/experiments``, ``/runs``, ``/metr
 ``/datasets``, ``/blobs``, ``/models``) or the public ones (``/health``, ``/files``).
 """
 
+from starlette.convertors import Convertor, register_url_convertor
+
+
+class _AnyText(Convertor):
+    """``{name:text}``: the rest of the path, ``/`` included, and any character (Starlette's own
+    ``path`` stops at a newline, which metric keys, tags and names may hold)."""
+
+    regex = "(?s:.+)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("text", _AnyText())
+
 API_ROUTERS = [
     "podstack_jupyter.server.routers.experiments",
     "podstack_jupyter.server.routers.runs",

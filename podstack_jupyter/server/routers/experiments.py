@@ -22,7 +22,7 @@ def _answer(ctx: ProjectContext, record: dict | None, missing: str) -> dict:
     return experiment_json(record, ctx.project_id, ctx.state.experiment_stats(ctx.project_id).get(record["id"]))
 
 
-@router.get("/experiments/name/{name:path}", summary="The experiment called NAME (bare object)")
+@router.get("/experiments/name/{name:text}", summary="The experiment called NAME (bare object)")
 def get_experiment_by_name(name: str, ctx: ProjectContext = Depends(project)):
     """The experiment of the key's project called `name`, as a bare Experiment object; 404 if none."""
     record = ctx.store.get_experiment_by_name(V.name("experiment name", name))

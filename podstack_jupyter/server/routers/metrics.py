@@ -69,7 +69,7 @@ def log_batch(body: MetricBatchIn, ctx: ProjectContext = Depends(project)):
     return JSON({"stored": ctx.tracking.log_series(series, batch_id=body.batch_id)})
 
 
-@router.get("/runs/{run_id}/metrics/{key:path}/history", summary="Every point of one metric")
+@router.get("/runs/{run_id}/metrics/{key:text}/history", summary="Every point of one metric")
 def metric_history(run_id: str, key: str, format: str = Query("json", pattern="^(json|packed)$"),
                    ctx: ProjectContext = Depends(project)):
     """`{"metrics": [{key, value, step, timestamp}]}` ordered by step (timestamp in epoch

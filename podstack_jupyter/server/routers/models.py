@@ -64,7 +64,7 @@ def create_model(body: ModelIn, ctx: ProjectContext = Depends(project)):
     return JSON({"model": model_json(_model(ctx, model.id), ctx.project_id)}, status_code=201)
 
 
-@router.get("/models/name/{name:path}", summary="A model by name")
+@router.get("/models/name/{name:text}", summary="A model by name")
 def get_model_by_name(name: str, ctx: ProjectContext = Depends(project)):
     """`{"model": RegisteredModel}` (with `versions` and `aliases`)."""
     record = ctx.store.get_registered_model(name=V.name("model name", name))

@@ -154,7 +154,7 @@ def set_tags(run_id: str, body: TagsIn, ctx: ProjectContext = Depends(project)):
     return JSON({"tags": ctx.tracking.set_tags(run_id, body.tags)})
 
 
-@router.delete("/runs/{run_id}/tags/{key:path}", summary="Remove a tag")
+@router.delete("/runs/{run_id}/tags/{key:text}", summary="Remove a tag")
 def delete_tag(run_id: str, key: str, ctx: ProjectContext = Depends(project)):
     """Remove a tag of the run (nothing happens if it has none by that name)."""
     ctx.tracking.delete_tag(run_id, key)
