@@ -3,6 +3,7 @@
 ::
 
     podstack server [--host 127.0.0.1] [--port 8080] [--db URL] [--artifacts URL] [--rate-limit N] [--burst N]
+                    [--url-expires SECONDS]
     podstack admin project create NAME              # the new project's id, alone on the last line
     podstack admin project list
     podstack admin key create --project NAME_OR_ID [--user NAME]   # the new key, alone on the last line
@@ -54,6 +55,11 @@ def serve(config, log_level: str = "info") -> None:
 def _server(args) -> int:
     config = _config(args)
     config.rate, config.burst = args.rate_limit, args.burst
+    if args.url_expires is not None:
+        if not 1 <= args.url_expires <= 7 * 24 * 3600:
+            print(f"--url-expires must be 1 to 604800 seconds, got {args.url_expires}", file=sys.stderr)
+            return 2
+        config.upload_expires = config.download_expires = args.url_expires
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
@@ -168,6 +174,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--rate-limit", type=float, default=200.0, metavar="N",
                         help="requests a second per API key (default 200; 0: no limit)")
     parser.add_argument("--burst", type=float, default=1000.0, metavar="N", help="burst allowed per key (default 1000)")
+    parser.add_argument("--url-expires", type=int, default=None, metavar="SECONDS",
+                        help="how long a signed artifact URL lives (default: 900 to upload, 300 to download)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(func=_server)
 

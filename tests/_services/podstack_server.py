@@ -24,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-__all__ = ["LiveServer", "free_port"]
+__all__ = ["LiveServer", "free_port", "point_registry_at", "env_without_podstack"]
 
 
 def free_port() -> int:
@@ -129,3 +129,20 @@ class LiveServer:
         if self._accounts is not None:
             self._store.close()
             self._accounts = None
+
+
+def point_registry_at(server: LiveServer, monkeypatch, project_id: str, key: str) -> None:
+    """Make this process's podstack settings name ``server`` (as PODSTACK_* variables)."""
+    from podstack_jupyter import config
+    from podstack_jupyter.tracking import registry
+
+    monkeypatch.setenv("PODSTACK_REGISTRY_URL", server.url)
+    monkeypatch.setenv("PODSTACK_API_KEY", key)
+    monkeypatch.setenv("PODSTACK_PROJECT_ID", project_id)
+    config.reset()
+    registry._reset_store()
+    registry._set_current_experiment((None, None))
+
+
+def env_without_podstack() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PODSTACK_")}

@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tracking"))  # the registry suite, collected here again
 
-from _services.podstack_server import LiveServer  # noqa: E402
+from _services.podstack_server import LiveServer, env_without_podstack, point_registry_at  # noqa: E402,F401
 from _services.postgres import PostgresServer, pg_bin  # noqa: E402
 
 from podstack_jupyter import config  # noqa: E402
@@ -77,18 +77,6 @@ def local_server(tmp_path_factory):
     server.close_accounts()
 
 
-def point_registry_at(server: LiveServer, monkeypatch, project_id: str, key: str) -> None:
-    """Make this process's podstack settings name ``server`` (as PODSTACK_* variables)."""
-    from podstack_jupyter.tracking import registry
-
-    monkeypatch.setenv("PODSTACK_REGISTRY_URL", server.url)
-    monkeypatch.setenv("PODSTACK_API_KEY", key)
-    monkeypatch.setenv("PODSTACK_PROJECT_ID", project_id)
-    config.reset()
-    registry._reset_store()
-    registry._set_current_experiment((None, None))
-
-
 @pytest.fixture(autouse=True, params=[SERVER])
 def store_url(request, podstack_home, monkeypatch):
     """The registry of this test goes to ``live_server``, in a project of its own. Tests of the
@@ -119,7 +107,3 @@ def store_url(request, podstack_home, monkeypatch):
 def project(live_server):
     """A fresh project of ``live_server``: ``(project id, API key)``."""
     return live_server.new_project()
-
-
-def env_without_podstack() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith("PODSTACK_")}

@@ -42,6 +42,14 @@ def _digest(value) -> str:
     return value
 
 
+def _path(value, what: str = "artifact_path") -> str:
+    """A client's artifact path, normalized; one with a ``..`` segment is refused outright (even one
+    that would stay inside the run: a client sending it is confused or probing)."""
+    if isinstance(value, str) and ".." in value.replace("\\", "/").split("/"):
+        raise InvalidArgumentError(f"{what} {value!r} must not contain '..'; give the path inside the run")
+    return clean_artifact_path(value, what)
+
+
 def base_url(request: Request) -> str:
     """Where the client reached this server (signed URLs of a folder store are made absolute with it)."""
     return str(request.base_url)
@@ -77,7 +85,7 @@ def upload_url(run_id: str, body: UploadUrlIn, request_base: str = Depends(base_
     """`{"upload_url", "expires_at", "method": "PUT", "headers"}`: PUT the file's raw bytes there
     (no API key) before it expires; it becomes the run's artifact at `artifact_path` (relative, no
     `..`, no leading `/`, no NUL) when the run's artifacts are next read."""
-    path = clean_artifact_path(body.artifact_path)
+    path = _path(body.artifact_path)
     if not path:
         raise InvalidArgumentError("artifact_path must name a file inside the run")
     run_id = V.identifier("run_id", run_id)
@@ -97,7 +105,7 @@ def download_url(run_id: str, artifact_path: str = Query(...),
     run_id = V.identifier("run_id", run_id)
     ctx.tracking.require_run(run_id)
     finalize_pending(ctx, run_id)
-    entries, single = ctx.tracking.select_artifacts(run_id, artifact_path)
+    entries, single = ctx.tracking.select_artifacts(run_id, _path(artifact_path))
     if not single:
         raise InvalidArgumentError(f"{artifact_path!r} is a folder of {len(entries)} artifact files; ask for each "
                                    "file (GET /runs/{id}/artifacts lists them)")
@@ -116,7 +124,7 @@ def list_artifacts(run_id: str, path: str | None = None, ctx: ProjectContext = D
     run_id = V.identifier("run_id", run_id)
     ctx.tracking.require_run(run_id)
     finalize_pending(ctx, run_id)
-    prefix = clean_artifact_path(path, "path") if path is not None else None
+    prefix = _path(path, "path") if path is not None else None
     entries = ctx.store.list_artifacts(run_id)
     if prefix:
         entries = [e for e in entries if e["path"] == prefix or e["path"].startswith(prefix + "/")]
@@ -131,7 +139,7 @@ def record_artifacts(run_id: str, body: ArtifactsIn, ctx: ProjectContext = Depen
     ctx.tracking.require_run(run_id)
     entries = []
     for item in body.artifacts:
-        path = clean_artifact_path(item.path, "artifact path")
+        path = _path(item.path, "artifact path")
         if not path:
             raise InvalidArgumentError("an artifact path must name a file inside the run")
         digest = _digest(item.digest)
