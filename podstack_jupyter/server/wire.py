@@ -81,7 +81,14 @@ def version_json(version: dict, project_id: str) -> dict:
             "status": "ready", "stage": version["stage"], "description": version.get("description"), "tags": {},
             "created_by_user_id": None, "created_at": iso(version["created_at"]),
             "updated_at": iso(version["updated_at"]), "framework": version.get("framework"),
-            "created": version["created_at"], "updated": version["updated_at"]}
+            "created": version["created_at"], "updated": version["updated_at"],
+            "exact": {k: version.get(k) for k in _EXACT_VERSION}}
+
+
+# the store's fields of the richer registry (issue 12), carried as they are under "exact"
+_EXACT_VERSION = ("name", "uri", "model_format_name", "model_format_version", "storage_key", "storage_path", "author",
+                  "properties")
+_EXACT_MODEL = ("owner", "category", "state", "latest_version", "last_version", "properties")
 
 
 def model_json(record: dict, project_id: str) -> dict:
@@ -91,7 +98,8 @@ def model_json(record: dict, project_id: str) -> dict:
             "version_count": len(versions), "latest_version": versions[-1]["version"] if versions else 0,
             "created_by_user_id": None, "created_at": iso(record["created_at"]),
             "updated_at": iso(record["updated_at"]), "created": record["created_at"], "updated": record["updated_at"],
-            "versions": [version_json(v, project_id) for v in versions], "aliases": dict(record.get("aliases") or {})}
+            "versions": [version_json(v, project_id) for v in versions], "aliases": dict(record.get("aliases") or {}),
+            "exact": {k: record.get(k) for k in _EXACT_MODEL}}
 
 
 def alias_json(model: dict, alias: str, version: int, project_id: str) -> dict:
@@ -260,17 +268,51 @@ class ModelIn(_Body):
     if_exists: Optional[str] = Field(None, description='"return": answer with the model already called `name`')
 
 
-class VersionIn(_Body):
+class _VersionFiles(_Body):
+    uri: Optional[str] = None
+    model_format_name: Optional[str] = None
+    model_format_version: Optional[str] = None
+    storage_key: Optional[str] = None
+    storage_path: Optional[str] = None
+    author: Optional[str] = None
+    properties: Optional[dict] = Field(None, description="typed metadata: an object of bool / int / float / str")
+
+
+class VersionIn(_VersionFiles):
     run_id: Optional[str] = None
     source: Optional[str] = None
     description: Optional[str] = None
     id: Optional[str] = Field(None, description="the new version's id, chosen by the client (retries are answered "
                                                 "with the version already created)")
     framework: Optional[str] = None
+    name: Optional[str] = Field(None, description="the version's name (default: the automatic _v<number>)")
 
 
-class VersionUpdate(_Body):
+class VersionUpdate(_VersionFiles):
     description: Optional[str] = None
+
+
+class ModelUpdate(_Body):
+    description: Optional[str] = None
+    owner: Optional[str] = None
+    category: Optional[str] = None
+    tags: Optional[Any] = None
+    state: Optional[str] = None
+    properties: Optional[dict] = None
+    latest_version: Optional[int] = Field(None, description="pin `latest` to this version number")
+    unpin_latest: bool = Field(False, description="`latest` follows the newest version again")
+
+
+class PageIn(_Body):
+    order_by: str = "created_at"
+    ascending: bool = True
+    limit: int = Field(100, ge=1, le=10_000)
+    after: Optional[list] = Field(None, description="`[value, id]` of the last item of the previous page")
+
+
+class ArtifactTagIn(_Body):
+    name: str
+    run_id: str
 
 
 class StageIn(_Body):

@@ -95,9 +95,18 @@ def test_metric_batches_with_an_id_are_stored_once(two_projects):
     assert [p.step for p in a.get_metric_history(run["id"], "loss")] == [0, 0, 1]
 
 
-@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
-def test_a_database_from_before_projects_is_the_default_project(store_url, podstack_home):
+def test_a_database_from_before_projects_is_the_default_project(store_url, podstack_home, request):
+    """A 0002 database (before both the richer model registry, 0003m, and projects, 0003) upgrades
+    through both: its records are the project ``default``'s, its versions get their automatic names."""
+    import uuid
+
     from alembic import command
+
+    if store_url.startswith("postgresql"):  # the suite's databases are copies of a migrated one: start empty
+        server = request.getfixturevalue("postgres_server")
+        name = f"empty_{uuid.uuid4().hex[:8]}"
+        server.admin(f"CREATE DATABASE {name}")
+        store_url = server.url(name)
 
     from podstack_jupyter.tracking.store.sql import _alembic_config, _engine_for
 
@@ -109,13 +118,22 @@ def test_a_database_from_before_projects_is_the_default_project(store_url, podst
                              "VALUES ('r1', 'e1', 'old-run', 'completed', 1.0)"))
         conn.execute(sa.text("INSERT INTO registered_models (id, name, tags, created_at, updated_at) "
                              "VALUES ('m1', 'old-model', '{}', 1.0, 1.0)"))
+        conn.execute(sa.text("INSERT INTO model_versions (id, model_id, version, run_id, stage, created_at, updated_at) "
+                             "VALUES ('v1', 'm1', 1, 'r1', 'production', 1.0, 1.0)"))
     engine.dispose()
     store = SQLStore(store_url)
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     assert store.get_experiment_by_name("old")["id"] == "e1" and store.get_run("r1")["name"] == "old-run"
-    assert store.get_registered_model(name="old-model")["id"] == "m1"
+    model = store.get_registered_model(name="old-model")
+    assert model["id"] == "m1" and model["last_version"] == 1
+    assert [(v["version"], v["name"], v["stage"]) for v in model["versions"]] == [(1, "_v1", "production")]
+    store.create_artifact_tag("release", "r1", 3.0)
     other = store.for_project("p2")
-    assert other.get_experiment_by_name("old") is None
+    assert other.get_experiment_by_name("old") is None and other.get_registered_model(name="old-model") is None
+    assert other.get_artifact_tag("release") is None and other.page_registered_models("id", True, 10, None) == []
     assert other.ensure_experiment("e2", "old", 2.0)["id"] == "e2"  # the same name in another project
+    assert store.get_artifact_tag("release")["run_id"] == "r1"
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT name FROM projects")).scalars().all() == ["default"]
     store.close()

@@ -13,7 +13,7 @@ Adding an area (the compute executions, the dashboard) is one module and one lin
     def submit(body: SubmitIn, ctx: ProjectContext = Depends(project)): ...
 
 Paths must not collide with the registry's (``/experiments``, ``/runs``, ``/metrics``,
-``/datasets``, ``/blobs``, ``/models``) or the public ones (``/health``, ``/files``).
+``/datasets``, ``/blobs``, ``/models``, ``/artifact-tags``) or the public ones (``/health``, ``/files``).
 """
 
 from starlette.convertors import Convertor, register_url_convertor
@@ -41,6 +41,7 @@ API_ROUTERS = [
     "podstack_jupyter.server.routers.datasets",
     "podstack_jupyter.server.routers.artifacts",
     "podstack_jupyter.server.routers.models",
+    "podstack_jupyter.server.routers.artifact_tags",
 ]
 
 PUBLIC_ROUTERS = [

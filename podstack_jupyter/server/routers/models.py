@@ -18,8 +18,8 @@ from ...tracking.client import clean_artifact_path
 from ...tracking.store import MODEL_STAGES
 from ..deps import project
 from ..state import ProjectContext
-from ..wire import (JSON, AliasIn, ModelIn, StageIn, VersionIn, VersionUpdate, alias_json, model_json,
-                    transition_json, version_json)
+from ..wire import (JSON, AliasIn, ModelIn, ModelUpdate, PageIn, StageIn, VersionIn, VersionUpdate, alias_json,
+                    model_json, transition_json, version_json)
 
 __all__ = ["router"]
 
@@ -87,11 +87,55 @@ def get_model(model: str, by: str = Depends(lookup), ctx: ProjectContext = Depen
     return JSON({"model": model_json(_model(ctx, model, by), ctx.project_id)})
 
 
-@router.delete("/models/{model}", summary="Delete a model (not supported)")
-def delete_model(model: str, ctx: ProjectContext = Depends(project)):
-    """Refused with 400: this server keeps every model version (archive it with its stage)."""
-    _model(ctx, model)
-    raise InvalidArgumentError("this podstack server does not delete models; move versions to the 'archived' stage")
+@router.delete("/models/{model}", summary="Delete a model with its versions and aliases")
+def delete_model(model: str, by: str = Depends(lookup), ctx: ProjectContext = Depends(project)):
+    """Removes the model, its versions and aliases (the runs and their artifacts stay): `{"deleted": id}`."""
+    record = _model(ctx, model, by)
+    ctx.store.delete_registered_model(record["id"])
+    return JSON({"deleted": record["id"]})
+
+
+@router.patch("/models/{model}", summary="Describe a model (this project's REST store)")
+def update_model(model: str, body: ModelUpdate, by: str = Depends(lookup), ctx: ProjectContext = Depends(project)):
+    """Set the fields given of `description`, `owner`, `category`, `tags`, `state` (LIVE/ARCHIVED),
+    `properties`; `latest_version` pins `latest`, `unpin_latest` unpins it. `{"model": RegisteredModel}`."""
+    record = _model(ctx, model, by)
+    given = body.model_fields_set
+    fields = ctx.models._model_fields(**{("metadata" if k == "properties" else k): getattr(body, k)
+                                         for k in ("description", "owner", "category", "tags", "state", "properties")
+                                         if k in given})
+    if "latest_version" in given and body.latest_version is not None:
+        fields["latest_version"] = _version(record, body.latest_version)["version"]
+    elif body.unpin_latest:
+        fields["latest_version"] = None
+    if fields:
+        ctx.store.update_registered_model(record["id"], fields, time.time())
+    return JSON({"model": model_json(_model(ctx, record["id"]), ctx.project_id)})
+
+
+@router.post("/models/page", summary="A page of models (this project's REST store)")
+def page_models(body: PageIn, ctx: ProjectContext = Depends(project)):
+    """`{"models": [RegisteredModel]}`: up to `limit`, ordered by `order_by` (created_at, updated_at, id), after
+    `after` (`[value, id]` of the previous page's last)."""
+    records = ctx.store.page_registered_models(body.order_by, body.ascending, body.limit, body.after)
+    return JSON({"models": [model_json(r, ctx.project_id) for r in records]})
+
+
+@router.post("/models/{model}/versions/page", summary="A page of a model's versions (this project's REST store)")
+def page_versions(model: str, body: PageIn, by: str = Depends(lookup), ctx: ProjectContext = Depends(project)):
+    """`{"versions": [ModelVersion]}`, paged as `POST /models/page`."""
+    record = _model(ctx, model, by)
+    versions = ctx.store.page_model_versions(record["id"], body.order_by, body.ascending, body.limit, body.after)
+    return JSON({"versions": [version_json(v, ctx.project_id) for v in versions]})
+
+
+@router.delete("/models/{model}/versions/{version}", summary="Delete one version")
+def delete_version(model: str, version: int, by: str = Depends(lookup), ctx: ProjectContext = Depends(project)):
+    """Removes the version and the aliases pointing at it: `{"deleted": version}`."""
+    record = _model(ctx, model, by)
+    _version(record, version)
+    ctx.store.delete_model_version(record["id"], version)
+    return JSON({"deleted": version})
 
 
 @router.post("/models/{model}/versions", status_code=201, summary="Register a new version")
@@ -117,7 +161,11 @@ def create_version(model: str, body: VersionIn, by: str = Depends(lookup),
         if framework is None:
             framework = params.get(FRAMEWORK_PARAM) or params.get(_SDK_FRAMEWORK)
     made = ctx.models.create_model_version(record["id"], run_id=body.run_id, source=source, framework=framework,
-                                           description=body.description, version_id=body.id)
+                                           description=body.description, version_id=body.id, version=body.name,
+                                           uri=body.uri, model_format_name=body.model_format_name,
+                                           model_format_version=body.model_format_version,
+                                           storage_key=body.storage_key, storage_path=body.storage_path,
+                                           author=body.author, metadata=body.properties)
     return JSON({"version": version_json(_version(_model(ctx, record["id"]), made.version), ctx.project_id)},
                 status_code=201)
 
@@ -139,13 +187,14 @@ def get_version(model: str, version: int, ctx: ProjectContext = Depends(project)
 @router.patch("/models/{model}/versions/{version}", summary="Describe a version")
 def update_version(model: str, version: int, body: VersionUpdate, by: str = Depends(lookup),
                    ctx: ProjectContext = Depends(project)):
-    """Set a version's `description`: `{"version": ModelVersion}`."""
+    """Set the fields given of a version's `description`, `uri`, `model_format_name`,
+    `model_format_version`, `storage_key`, `storage_path`, `author`, `properties`: `{"version": ModelVersion}`."""
     record = _model(ctx, model, by)
     _version(record, version)
-    if body.description is not None:
-        ctx.store.update_model_version(record["id"], version,
-                                       {"description": V.optional_text("description", body.description)},
-                                       time.time())
+    given = {("metadata" if k == "properties" else k): getattr(body, k) for k in body.model_fields_set}
+    fields = ctx.models._version_fields(**given)
+    if fields:
+        ctx.store.update_model_version(record["id"], version, fields, time.time())
     return JSON({"version": version_json(_version(_model(ctx, record["id"]), version), ctx.project_id)})
 
 

@@ -62,12 +62,14 @@ _BIG_ENDIAN = sys.byteorder == "big"
 _RETRY_STATUSES = frozenset({502, 503, 504})
 # the podstack errors a server may name in {"type": ...}
 _ERROR_TYPES = {name: getattr(E, name) for name in (
-    "InvalidArgumentError", "NotFoundError", "ExperimentNotFoundError", "RunNotFoundError", "ModelNotFoundError",
+    "InvalidArgumentError", "DuplicateError", "NotFoundError", "ExperimentNotFoundError", "RunNotFoundError", "ModelNotFoundError",
     "ArtifactNotFoundError", "ArtifactIntegrityError", "AuthenticationError", "RateLimitError", "StoreError")}
 #: the file in ``<cache>/<run_id>/`` listing that run's artifacts logged while the server was away
 OFFLINE_JOURNAL = ".podstack-pending.json"
 _STAGING = ".podstack-staging"
 _MAX_BATCH_POINTS = 100_000
+# the files fields of a model version (the richer registry's)
+_VERSION_FILES = ("uri", "model_format_name", "model_format_version", "storage_key", "storage_path", "author")
 _PAGE = 1000
 
 
@@ -257,13 +259,14 @@ class RESTStore(Store):
     def _version(j: dict) -> dict:
         return {"id": j["id"], "model_id": j["model_id"], "version": j["version"], "run_id": j.get("run_id"),
                 "stage": j["stage"], "source": j.get("source"), "framework": j.get("framework"),
-                "description": j.get("description"), "created_at": j.get("created"), "updated_at": j.get("updated")}
+                "description": j.get("description"), "created_at": j.get("created"), "updated_at": j.get("updated"),
+                **(j.get("exact") or {})}
 
     def _model(self, j: dict) -> dict:
         return {"id": j["id"], "name": j["name"], "description": j.get("description"), "tags": j.get("tags") or {},
                 "created_at": j.get("created"), "updated_at": j.get("updated"),
                 "versions": [self._version(v) for v in j.get("versions") or []],
-                "aliases": {a: int(v) for a, v in (j.get("aliases") or {}).items()}}
+                "aliases": {a: int(v) for a, v in (j.get("aliases") or {}).items()}, **(j.get("exact") or {})}
 
     def _pages(self, path: str, field: str) -> list:
         found, offset = [], 0
@@ -432,7 +435,8 @@ class RESTStore(Store):
         return [self._model(j) for j in self._pages("/models", "models")]
 
     def create_model_version(self, version):
-        body = {k: version.get(k) for k in ("id", "run_id", "source", "framework", "description")}
+        body = {k: version.get(k) for k in ("id", "run_id", "source", "framework", "description", "name",
+                                            *_VERSION_FILES, "properties") if version.get(k) is not None}
         found = self._call("POST", f"/models/{_q(version['model_id'])}/versions", body, params={"by": "id"})
         return self._version(found["version"])
 
@@ -441,9 +445,9 @@ class RESTStore(Store):
             self._call("PUT", f"/models/{_q(model_id)}/versions/{int(version)}/stage",
                        {"stage": fields["stage"], "archive_existing": bool(fields.get("archive_others_in_stage"))},
                        params={"by": "id"})
-        if "description" in fields:
-            self._call("PATCH", f"/models/{_q(model_id)}/versions/{int(version)}",
-                       {"description": fields["description"]}, params={"by": "id"})
+        described = {k: fields[k] for k in ("description", *_VERSION_FILES, "properties") if k in fields}
+        if described:
+            self._call("PATCH", f"/models/{_q(model_id)}/versions/{int(version)}", described, params={"by": "id"})
 
     def set_model_alias(self, model_id, alias, version):
         self._call("POST", f"/models/{_q(model_id)}/aliases", {"alias": alias, "version": version},
@@ -454,6 +458,44 @@ class RESTStore(Store):
 
     def get_model_lineage(self, model_id):
         return self._call("GET", f"/models/{_q(model_id)}/lineage", params={"by": "id"}, missing_ok=True)
+
+    def update_registered_model(self, model_id, fields, updated_at):
+        body = {k: v for k, v in fields.items() if k != "latest_version"}
+        if "latest_version" in fields:
+            if fields["latest_version"] is None:
+                body["unpin_latest"] = True
+            else:
+                body["latest_version"] = int(fields["latest_version"])
+        self._call("PATCH", f"/models/{_q(model_id)}", body, params={"by": "id"})
+
+    def delete_model_version(self, model_id, version):
+        self._call("DELETE", f"/models/{_q(model_id)}/versions/{int(version)}", params={"by": "id"})
+
+    def delete_registered_model(self, model_id):
+        self._call("DELETE", f"/models/{_q(model_id)}", params={"by": "id"}, missing_ok=True)
+
+    def page_registered_models(self, order_by, ascending, limit, after):
+        body = {"order_by": order_by, "ascending": ascending, "limit": limit, "after": after}
+        return [self._model(j) for j in self._call("POST", "/models/page", body)["models"]]
+
+    def page_model_versions(self, model_id, order_by, ascending, limit, after):
+        body = {"order_by": order_by, "ascending": ascending, "limit": limit, "after": after}
+        found = self._call("POST", f"/models/{_q(model_id)}/versions/page", body, params={"by": "id"})
+        return [self._version(j) for j in found["versions"]]
+
+    # -- tagged artifact sets ----------------------------------------------------------------------
+    def create_artifact_tag(self, name, run_id, created_at):
+        return self._call("POST", "/artifact-tags", {"name": name, "run_id": run_id})["tag"]
+
+    def get_artifact_tag(self, name):
+        found = self._call("GET", f"/artifact-tags/{_q(name)}", missing_ok=True)
+        return None if found is None else found["tag"]
+
+    def list_artifact_tags(self):
+        return self._call("GET", "/artifact-tags")["tags"]
+
+    def delete_artifact_tag(self, name):
+        return bool(self._call("DELETE", f"/artifact-tags/{_q(name)}")["deleted"])
 
 
 class RESTArtifactStore(ArtifactStore):

@@ -5,7 +5,7 @@ batches already stored, pending upload URLs, stage transitions, server settings.
 What a database held before belongs to the project ``default``.
 
 Revision ID: 0003
-Revises: 0002
+Revises: 0003m (the richer model registry; chained after it when both landed)
 Create Date: 2026-11-24
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0002"
+down_revision = "0003m"
 branch_labels = None
 depends_on = None
 
