@@ -295,8 +295,10 @@ for _column in (
 model_versions.append_constraint(UniqueConstraint("model_id", "name", name="uq_model_versions_model_name"))
 
 # A tag names one run: the run whose artifacts ``podstack.artifacts.upload(..., tag=...)`` stored (seed 001).
+# Tag names are unique within a project (migration 0003 added the project).
 artifact_tags = Table(
     "artifact_tags", metadata,
+    Column("project_id", String(36), primary_key=True),
     Column("name", String(255), primary_key=True),
     Column("run_id", String(36), ForeignKey("runs.id"), nullable=False),
     Column("created_at", Float, nullable=False),

@@ -1072,9 +1072,11 @@ class SQLStore(Store):
         try:
             with self._write() as conn:
                 self._require_run_core(conn, run_id)
-                if conn.execute(select(T.c.name).where(T.c.name == name)).first() is not None:
+                if conn.execute(select(T.c.name).where(T.c.project_id == self.project_id, T.c.name == name)
+                                ).first() is not None:
                     raise taken
-                conn.execute(T.insert().values(name=name, run_id=run_id, created_at=created_at))
+                conn.execute(T.insert().values(project_id=self.project_id, name=name, run_id=run_id,
+                                               created_at=created_at))
         except sa.exc.IntegrityError:  # bound by another writer meanwhile
             raise taken from None
         return {"name": name, "run_id": run_id, "created_at": created_at}
@@ -1082,26 +1084,19 @@ class SQLStore(Store):
     def get_artifact_tag(self, name):
         T = S.artifact_tags
         with self._read() as conn:
-            row = conn.execute(select(T).where(T.c.name == name, T.c.run_id.in_(self._project_runs()))).first()
+            row = conn.execute(select(T).where(T.c.project_id == self.project_id, T.c.name == name)).first()
         return None if row is None else self._artifact_tag(row)
 
     def list_artifact_tags(self):
         T = S.artifact_tags
         with self._read() as conn:
             return [self._artifact_tag(r) for r in conn.execute(
-                select(T).where(T.c.run_id.in_(self._project_runs())).order_by(T.c.name)).all()]
+                select(T).where(T.c.project_id == self.project_id).order_by(T.c.name)).all()]
 
     def delete_artifact_tag(self, name):
         T = S.artifact_tags
         with self._write() as conn:
-            return conn.execute(T.delete().where(T.c.name == name, T.c.run_id.in_(self._project_runs()))
-                                ).rowcount > 0
-
-    def _project_runs(self):
-        """The ids of this project's runs, as a subquery (artifact tags belong to their run's project;
-        tag names are one namespace for the whole database)."""
-        R = S.runs
-        return select(R.c.id).where(R.c.project_id == self.project_id)
+            return conn.execute(T.delete().where(T.c.project_id == self.project_id, T.c.name == name)).rowcount > 0
 
 
 # -- model registry, richer (issue 12): the columns migration 0003m added ---------------------------------------------

@@ -1,5 +1,5 @@
-"""Projects: every experiment, run, dataset and registered model belongs to one (names are unique
-within a project); and the team server's tables: projects, users, memberships, API keys, metric
+"""Projects: every experiment, run, dataset, registered model and artifact tag belongs to one (names
+are unique within a project); and the team server's tables: projects, users, memberships, API keys, metric
 batches already stored, pending upload URLs, stage transitions, server settings.
 
 What a database held before belongs to the project ``default``.
@@ -40,6 +40,11 @@ def upgrade() -> None:
     _add_project_column("runs", index=("ix_runs_project_start", "project_id", "start_time"))
     _add_project_column("datasets")
     _add_project_column("registered_models", unique_name_was="uq_registered_models_name")
+    # tags (0003m) are named within a project
+    _add_project_column("artifact_tags")
+    with op.batch_alter_table("artifact_tags") as batch:
+        batch.drop_constraint("pk_artifact_tags", type_="primary")
+        batch.create_primary_key("pk_artifact_tags", ["project_id", "name"])
 
     op.create_table(
         "projects",
@@ -129,6 +134,10 @@ def downgrade() -> None:
     for table in ("server_settings", "stage_transitions", "pending_uploads", "metric_batches", "api_keys",
                   "memberships", "users", "projects"):
         op.drop_table(table)
+    with op.batch_alter_table("artifact_tags") as batch:
+        batch.drop_constraint("pk_artifact_tags", type_="primary")
+        batch.create_primary_key("pk_artifact_tags", ["name"])
+        batch.drop_column("project_id")
     for table, unique in (("registered_models", "uq_registered_models_name"), ("datasets", None),
                           ("runs", None), ("experiments", "uq_experiments_name")):
         with op.batch_alter_table(table) as batch:
