@@ -97,6 +97,7 @@ def bench_podstack(points: int, runs: int, searched: int, **settings) -> dict:
 def bench_mlflow(url: str, points: int, runs: int, searched: int) -> dict:
     import logging
 
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "1")  # not a "View run at ..." line per run
     import mlflow
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
