@@ -242,5 +242,5 @@ def test_errors_never_carry_a_urls_secret():
     error = StoreError(f"cannot reach postgresql://u:{DB_PASSWORD}@db/x?token={SECRET}")
     assert DB_PASSWORD not in str(error) and SECRET not in error.message and "postgresql://u:***@db" in str(error)
     with pytest.raises(ConfigurationError) as refused:
-        podstack.init(registry_url=f"https://user:{SECRET}@registry.example/api")
-    assert SECRET not in str(refused.value) and "https://user:***@registry.example/api" in str(refused.value)
+        podstack.init(registry_url=f"ftp://user:{SECRET}@registry.example/api")
+    assert SECRET not in str(refused.value) and "ftp://user:***@registry.example/api" in str(refused.value)
