@@ -22,6 +22,7 @@ COMMANDS = [
     "podstack_jupyter.tracking._cli",  # podstack runs, podstack experiments
     "podstack_jupyter.models._cli",  # podstack models
     "podstack_jupyter.artifacts._cli",  # podstack artifacts
+    "podstack_jupyter.server._cli",  # podstack server, podstack admin
 ]
 
 

@@ -138,10 +138,10 @@ def test_store_option_reads_another_store_and_bad_urls_are_clear(tracked, tmp_pa
 def test_info_never_shows_a_store_that_is_not_in_use(podstack_home):
     import os
 
-    env = dict(os.environ, PODSTACK_HOME=str(podstack_home), PODSTACK_REGISTRY_URL="https://registry.example")
+    env = dict(os.environ, PODSTACK_HOME=str(podstack_home), PODSTACK_REGISTRY_URL="ftp://registry.example")
     info = _podstack("info", env=env)
     assert info.returncode == 0, info.stderr
     store = next(line for line in info.stdout.splitlines() if line.startswith("store:"))
-    assert store.startswith("store:     none usable (registry_url https://registry.example cannot be used")
+    assert store.startswith("store:     none usable (registry_url ftp://registry.example cannot be used")
     listing = _podstack("runs", "list", env=env)
-    assert listing.returncode == 1 and "registry_url https://registry.example cannot be used" in listing.stderr
+    assert listing.returncode == 1 and "registry_url ftp://registry.example cannot be used" in listing.stderr

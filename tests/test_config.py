@@ -35,8 +35,8 @@ def test_registry_init_is_the_same_configuration(tmp_path):
 
 
 @pytest.mark.parametrize("given, named", [
-    ({"registry_url": "https://registry.podstack.ai"}, "registry_url https://registry.podstack.ai cannot be used"),
-    ({"registry_url": "http://localhost:8080", "api_key": "k", "project_id": "p"}, "no tracking store serves http://"),
+    ({"registry_url": "ftp://registry.podstack.ai"}, "registry_url ftp://registry.podstack.ai cannot be used"),
+    ({"registry_url": "grpc://localhost:8080", "api_key": "k", "project_id": "p"}, "no tracking store serves grpc://"),
     ({"api_key": "secret-key"}, "api_key= would be ignored"),
     ({"project_id": "p1"}, "project_id= would be ignored"),
     ({"api_key": "k", "project_id": "p1"}, "api_key= and project_id= would be ignored"),
@@ -57,19 +57,34 @@ def test_settings_nothing_would_use_are_refused_and_change_nothing(given, named,
 
 
 def test_a_registry_url_from_the_environment_is_reported_as_unusable_never_as_the_store(monkeypatch):
-    monkeypatch.setenv("PODSTACK_REGISTRY_URL", "https://registry.example/api")
+    monkeypatch.setenv("PODSTACK_REGISTRY_URL", "ftp://registry.example/api")
     config.reset()
     shown = config.describe()
     store_line = next(line for line in shown.splitlines() if line.startswith("store:"))
-    assert store_line.startswith("store:     none usable (registry_url https://registry.example/api cannot be used")
+    assert store_line.startswith("store:     none usable (registry_url ftp://registry.example/api cannot be used")
     from podstack_jupyter.tracking.store import current_store
 
-    with pytest.raises(ConfigurationError, match="registry_url https://registry.example/api cannot be used"):
+    with pytest.raises(ConfigurationError, match="registry_url ftp://registry.example/api cannot be used"):
         current_store()  # never a silent fall-back to the local file
     monkeypatch.setenv("PODSTACK_API_KEY", "k")  # for another tool: read, unused, harmless
     monkeypatch.delenv("PODSTACK_REGISTRY_URL")
     config.reset()
     assert "store:     sqlite:///" in config.describe()
+
+
+def test_a_podstack_server_url_with_its_key_and_project_is_the_store(podstack_home):
+    """Served now: a registry URL (http/https) is the REST store of a podstack server, opened with
+    the key and project (tests/server/ drive it against a live server)."""
+    from podstack_jupyter.tracking.store import current_store, reset_store
+
+    podstack.init(registry_url="http://team.example:8080", api_key="pjt_k", project_id="p-1")
+    try:
+        assert "store:     http://team.example:8080" in config.describe()
+        store = current_store()
+        assert type(store).__name__ == "RESTStore" and store.project_id == "p-1"
+    finally:
+        reset_store()
+        config.reset()
 
 
 def test_a_store_registered_for_a_scheme_makes_the_server_settings_work(tmp_path, monkeypatch):
@@ -227,5 +242,5 @@ def test_errors_never_carry_a_urls_secret():
     error = StoreError(f"cannot reach postgresql://u:{DB_PASSWORD}@db/x?token={SECRET}")
     assert DB_PASSWORD not in str(error) and SECRET not in error.message and "postgresql://u:***@db" in str(error)
     with pytest.raises(ConfigurationError) as refused:
-        podstack.init(registry_url=f"https://user:{SECRET}@registry.example/api")
-    assert SECRET not in str(refused.value) and "https://user:***@registry.example/api" in str(refused.value)
+        podstack.init(registry_url=f"ftp://user:{SECRET}@registry.example/api")
+    assert SECRET not in str(refused.value) and "ftp://user:***@registry.example/api" in str(refused.value)

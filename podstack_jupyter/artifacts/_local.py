@@ -1,16 +1,27 @@
-"""Content-addressed blobs in a local folder."""
+"""Content-addressed blobs in a local folder.
+
+A team server (``podstack server --artifacts /folder``) hands out signed URLs for this store as
+S3 does for a bucket: it calls ``serve_signed_urls(base_url, secret)``, and then
+``presigned_put`` / ``presigned_get`` give HMAC-signed URLs of the server itself, which it
+checks with ``check_signature`` and serves with ``receive_upload`` / ``open_blob``; what a
+client PUT becomes a blob through ``finalize``, exactly as with ``S3ArtifactStore``.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
+import re
+import secrets
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 from .._locks import hold, take_if_abandoned
 from ..config import private_folder
-from ..errors import ArtifactIntegrityError, ArtifactNotFoundError, InvalidArgumentError
+from ..errors import ArtifactIntegrityError, ArtifactNotFoundError, ConfigurationError, InvalidArgumentError
 from ._base import ArtifactStore, progress_bar
 
 __all__ = ["LocalArtifactStore"]
@@ -24,6 +35,8 @@ _DEAD_GRACE_SECONDS = 10
 _STALE_SECONDS = 24 * 3600
 _SWEEP_EVERY = 600  # seconds between sweeps by one store
 _HEX = frozenset("0123456789abcdef")
+_MAX_EXPIRES = 7 * 24 * 3600
+_UPLOAD_KEY = re.compile(r"incoming/[0-9a-f]{32}")
 
 
 def _check_digest(digest) -> str:
@@ -90,10 +103,17 @@ class LocalArtifactStore(ArtifactStore):
     def __init__(self, root):
         self.root = Path(root).expanduser()
         self.blobs = self.root / "blobs"
+        self.incoming = self.root / "incoming"
         self._swept_at = None
+        self._url_base: str | None = None
+        self._url_secret: bytes | None = None
 
     def __repr__(self):
         return f"LocalArtifactStore({str(self.root)!r})"
+
+    def child(self, path: str) -> "LocalArtifactStore":
+        """The store in the folder ``<root>/<path>`` (e.g. one project's)."""
+        return type(self)(self.root / path.strip("/"))
 
     def path_of(self, digest: str) -> Path:
         """Where the blob ``digest`` lives (whether or not it is stored)."""
@@ -207,3 +227,165 @@ class LocalArtifactStore(ArtifactStore):
 
     def delete(self, digest: str) -> None:
         _remove_quietly(self.path_of(digest))
+
+    # -- signed URLs (served by a podstack server) ---------------------------------------------------
+    def serve_signed_urls(self, base_url: str, secret: bytes) -> None:
+        """Let ``presigned_put``/``presigned_get`` hand out URLs under ``base_url`` (the server route
+        that serves this store, e.g. ``http://host:8080/files/<project>``), signed with ``secret``."""
+        if not isinstance(secret, bytes) or len(secret) < 16:
+            raise InvalidArgumentError("serve_signed_urls: secret must be at least 16 random bytes")
+        self._url_base, self._url_secret = base_url.rstrip("/"), secret
+
+    def check(self) -> None:
+        """Check that the folder can be written (``ConfigurationError`` naming it otherwise)."""
+        try:
+            self.blobs.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=self.blobs, prefix=_INCOMING, delete=True)
+            probe.close()
+        except OSError as exc:
+            raise ConfigurationError(f"artifact folder {self.root} cannot be written: {exc}") from None
+
+    def _signature(self, method: str, path: str, expires: int, extra: str = "") -> str:
+        if self._url_secret is None:
+            raise ConfigurationError(f"{self!r} hands out signed URLs only when a podstack server serves it "
+                                     "(serve_signed_urls)")
+        message = f"{method}\n{path}\n{expires}\n{extra}".encode()
+        return hmac.new(self._url_secret, message, hashlib.sha256).hexdigest()
+
+    def _signed(self, method: str, path: str, expires: float, extra: dict) -> str:
+        seconds = _check_expires(expires)
+        deadline = int(time.time()) + seconds
+        query = {**extra, "expires": str(deadline)}
+        query["signature"] = self._signature(method, path, deadline, extra.get("filename", ""))
+        return f"{self._url_base}/{path}?{urlencode(query, quote_via=quote)}"
+
+    def presigned_put(self, expires: float = 900, *, size: int | None = None):
+        """A URL a client may ``PUT`` one file's raw bytes to (through the server) for ``expires``
+        seconds; the bytes land under ``.key`` until ``finalize`` makes them a blob. ``size`` is
+        accepted for the same face as S3's and not enforced here: ``finalize`` hashes what came."""
+        from ._s3 import PresignedUpload
+
+        key = f"incoming/{secrets.token_hex(16)}"
+        url = self._signed("PUT", f"upload/{key[len('incoming/'):]}", expires, {})
+        return PresignedUpload(url=url, key=key, expires_at=time.time() + _check_expires(expires))
+
+    def presigned_get(self, digest: str, expires: float = 3600, *, filename: str | None = None,
+                      must_exist: bool = True) -> str:
+        """A URL that downloads the blob ``digest`` with a plain ``GET`` (through the server) for
+        ``expires`` seconds; ``filename``: the name a browser saves it as."""
+        digest = _check_digest(digest)
+        if must_exist and not self.has(digest):
+            raise ArtifactNotFoundError(f"no blob {digest} in {self.root}")
+        extra = {"filename": os.path.basename(str(filename).replace("\\", "/"))} if filename else {}
+        return self._signed("GET", f"blob/{digest}", expires, extra)
+
+    def check_signature(self, method: str, path: str, expires, signature, filename: str = "") -> None:
+        """Whether a request for ``path`` (after the serving route, e.g. ``blob/<digest>``) carries a
+        valid, unexpired signature; ``PermissionError`` saying why not."""
+        try:
+            deadline = int(expires)
+        except (TypeError, ValueError):
+            raise PermissionError("the signed URL has no valid expiry") from None
+        expected = self._signature(method, path, deadline, filename or "")
+        if not isinstance(signature, str) or not hmac.compare_digest(expected, signature):
+            raise PermissionError("the URL's signature does not match (altered or not issued by this server)")
+        if time.time() > deadline:
+            raise PermissionError("the signed URL has expired")
+
+    def _upload_path(self, key) -> Path:
+        if not (isinstance(key, str) and _UPLOAD_KEY.fullmatch(key)):
+            raise InvalidArgumentError(f"{key!r} is not an upload key of {self.root} (PresignedUpload.key is)")
+        return self.root / key
+
+    def receive_upload(self, key: str) -> "_Upload":
+        """A writer for the body of a signed PUT to upload ``key``: ``write(chunk)`` then
+        ``commit()`` (the upload appears whole, replacing an earlier one) or ``abort()`` (nothing
+        appears: a body cut off halfway leaves no upload behind)."""
+        target = self._upload_path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return _Upload(target)
+
+    def finalize(self, key: str, expected: str | None = None) -> tuple[str, int]:
+        """Turn what a client PUT to ``key`` into a verified blob: hashed, stored under its digest,
+        the upload removed. ``ArtifactNotFoundError`` if nothing was uploaded (yet); with
+        ``expected``, a mismatch is an ``ArtifactIntegrityError`` and the upload is removed."""
+        source = self._upload_path(key)
+        if expected is not None:
+            _check_digest(expected)
+        # claim the upload (a client PUTting again meanwhile writes a new file under the key)
+        claimed = source.with_name(f"{_INCOMING}{source.name}-{secrets.token_hex(4)}")
+        try:
+            os.replace(source, claimed)
+        except FileNotFoundError:
+            raise ArtifactNotFoundError(f"nothing was uploaded to {key} in {self.root}") from None
+        try:
+            with open(claimed, "rb") as f:
+                digest, size = self.put_stream(f, progress=False)
+            if expected is not None and digest != expected:
+                raise ArtifactIntegrityError(f"the upload {key} hashes to {digest}, not to the expected {expected}; "
+                                             "it was discarded", digest=expected)
+            return digest, size
+        finally:
+            _remove_quietly(claimed)
+
+    def discard(self, key: str) -> None:
+        """Remove an upload that will not be finalized (nothing happens if it is absent)."""
+        _remove_quietly(self._upload_path(key))
+
+    def sweep(self, older_than: float = _STALE_SECONDS) -> int:
+        """Remove uploads (and temporary files) older than ``older_than`` seconds; returns how many."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for folder in (self.incoming, self.blobs):
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if folder is self.blobs and not entry.name.startswith(_INCOMING):
+                    continue
+                try:
+                    if entry.is_file() and entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
+
+class _Upload:
+    """The body of one signed PUT, written beside its key and renamed onto it only when complete."""
+
+    def __init__(self, target: Path):
+        self.target = target
+        fd, self.tmp = tempfile.mkstemp(prefix=f"{_INCOMING}{target.name}.", dir=target.parent)
+        self.file = os.fdopen(fd, "wb")
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+        self.size += len(chunk)
+
+    def commit(self) -> int:
+        """Make the upload visible under its key; returns its size."""
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.tmp, self.target)
+        except BaseException:
+            self.abort()
+            raise
+        return self.size
+
+    def abort(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        _remove_quietly(self.tmp)
+
+
+def _check_expires(expires) -> int:
+    if isinstance(expires, bool) or not isinstance(expires, (int, float)) or not 1 <= expires <= _MAX_EXPIRES:
+        raise InvalidArgumentError(f"expires must be a number of seconds from 1 to {_MAX_EXPIRES} (7 days), "
+                                   f"got {expires!r}")
+    return int(expires)

@@ -229,6 +229,10 @@ class S3ArtifactStore(ArtifactStore):
     def __repr__(self):
         return f"S3ArtifactStore({self.url!r})"
 
+    def child(self, path: str) -> "S3ArtifactStore":
+        """The store under ``<prefix>/<path>`` (e.g. one project's), sharing this store's S3 client."""
+        return type(self)(f"{self.url}/{path.strip('/')}", client=self._s3())
+
     # -- keys ------------------------------------------------------------------------------------
     def _key(self, *parts: str) -> str:
         return "/".join((self.prefix, *parts)) if self.prefix else "/".join(parts)

@@ -225,11 +225,14 @@ class ModelRegistryClient:
                              version: str | None = None, uri: str | None = None, model_format_name: str | None = None,
                              model_format_version: str | None = None, storage_key: str | None = None,
                              storage_path: str | None = None, author: str | None = None,
-                             metadata: dict | None = None) -> ModelVersion:
+                             metadata: dict | None = None, version_id: str | None = None) -> ModelVersion:
         """Add the next version of a model, in stage ``development``, named ``version`` (``None``:
         ``_v<number>``; ``DuplicateError`` if the model has a version of that name). ``run_id``: the
         run that produced it; ``source``: the model's folder among that run's artifacts. ``uri`` and
-        the format and storage fields say where its files are when no run holds them."""
+        the format and storage fields say where its files are when no run holds them.
+        ``version_id``: the new version's id when the caller must know it first (default: ``new_id()``)."""
+        if version_id is not None and len(V.identifier("version_id", version_id)) > 36:
+            raise InvalidArgumentError(f"a version's id has at most 36 characters (a uuid), got {version_id!r}")
         model = self._record(name_or_id)
         name = R.version_name(version)
         if run_id is not None:
@@ -249,8 +252,8 @@ class ModelRegistryClient:
             raise DuplicateError(f"model {model['name']!r} already has a version named {name!r}; version names are "
                                  "unique (pass version=None for the next automatic one)")
         record = self.store.create_model_version({
-            "id": new_id(), "model_id": model["id"], "run_id": run_id, "stage": "development", "source": source,
-            "framework": framework, "created_at": time.time(), "name": name, **fields})
+            "id": version_id or new_id(), "model_id": model["id"], "run_id": run_id, "stage": "development",
+            "source": source, "framework": framework, "created_at": time.time(), "name": name, **fields})
         if events.has_subscribers("model.version_created"):
             events.publish("model.version_created", model=model["name"], version=record["version"])
         return ModelVersion.from_record(record, model["name"], owner=model.get("owner"))

@@ -100,10 +100,9 @@ def client_for(args):
     from .client import TrackingClient
     from .store import current_store, open_store as open_tracking_store
 
-    if args.store:
-        return TrackingClient(open_tracking_store(args.store), open_store)
-    settings()
-    return TrackingClient(current_store(), open_store)
+    store = open_tracking_store(args.store) if args.store else (settings() and current_store())
+    artifacts = store.artifact_store()  # a podstack server's; else the one the settings name
+    return TrackingClient(store, artifacts if artifacts is not None else open_store)
 
 
 def resolve_run(client, run_id: str) -> dict:

@@ -367,9 +367,11 @@ class TrackingClient:
             raise InvalidArgumentError(f"timestamp must be finite epoch seconds, got {value!r}")
         return stamp
 
-    def log_points(self, points) -> int:
+    def log_points(self, points, batch_id: str | None = None) -> int:
         """Write metric points ``(run_id, key, value, step, timestamp)`` in one transaction
-        (every run must exist); returns how many. What a batch of buffered points is."""
+        (every run must exist); returns how many. What a batch of buffered points is.
+        ``batch_id`` (stores that take one: SQL): a batch with an id already stored is not
+        stored again (0 is returned)."""
         clean, runs = [], set()
         for point in points:
             try:
@@ -385,9 +387,52 @@ class TrackingClient:
             return 0
         for run_id in sorted(runs):
             self.require_run(run_id)
-        self.store.log_metrics(clean)
+        if not self._store_points(clean, batch_id):
+            return 0
         publish_points(clean)
         return len(clean)
+
+    def _store_points(self, points: list, batch_id) -> bool:
+        if batch_id is None:
+            self.store.log_metrics(points)
+            return True
+        return self.store.log_metrics(points, batch_id=V.identifier("batch_id", batch_id)) is not False
+
+    def log_series(self, series, batch_id: str | None = None) -> int:
+        """Write metric series ``(run_id, key, steps, values, timestamps)`` (equal-length sequences
+        of int steps, float values and float epoch-second timestamps, e.g. ``array.array``s) in one
+        transaction, checked per series rather than per point; returns how many points (0 when
+        ``batch_id`` was stored before). What a server receives from a client's metric buffer."""
+        import itertools
+
+        points, runs = [], set()
+        for item in series:
+            try:
+                run_id, key, steps, values, stamps = item
+            except (TypeError, ValueError):
+                raise InvalidArgumentError(f"a metric series is (run_id, key, steps, values, timestamps), got "
+                                           f"{type(item).__name__}") from None
+            run_id = V.identifier("run_id", run_id)
+            key = V.key("metric name", key)
+            if not len(steps) == len(values) == len(stamps):
+                raise InvalidArgumentError(f"metric {key!r}: {len(steps)} steps, {len(values)} values and "
+                                           f"{len(stamps)} timestamps; a series has as many of each")
+            if not all(type(v) is float for v in values):
+                values = [V.number(f"metric {key!r}: value", v) for v in values]
+            if not all(type(s) is int and V.MIN_STEP <= s <= V.MAX_STEP for s in steps):
+                steps = [V.step(f"metric {key!r}: step", s) for s in steps]
+            if not all(type(t) is float and math.isfinite(t) for t in stamps):
+                stamps = [self._timestamp(t) for t in stamps]
+            runs.add(run_id)
+            points.extend(zip(itertools.repeat(run_id), itertools.repeat(key), values, steps, stamps))
+        if not points:
+            return 0
+        for run_id in sorted(runs):
+            self.require_run(run_id)
+        if not self._store_points(points, batch_id):
+            return 0
+        publish_points(points)
+        return len(points)
 
     def get_metric_history(self, run_id: str, key: str) -> MetricHistory:
         """Every point of metric ``key`` of a run, ordered by step (``[]`` if it has none)."""

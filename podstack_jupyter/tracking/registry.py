@@ -70,8 +70,10 @@ def client() -> TrackingClient:
         metric_buffer.attach(store)  # points go to the store they were logged for; dead journals recovered
     from ..artifacts import open_store
 
+    artifacts = store.artifact_store()  # a podstack server's; else the one the settings name
     # inside a GPU session the store is the relay: writes ask the notebook, which allows this cell's run only
-    cached = _client_cache = (RelayClient if isinstance(store, RelayStore) else TrackingClient)(store, open_store)
+    cached = _client_cache = (RelayClient if isinstance(store, RelayStore) else TrackingClient)(
+        store, artifacts if artifacts is not None else open_store)
     return cached
 
 

@@ -52,8 +52,9 @@ def test_searching_a_hundred_thousand_runs_by_metric_takes_under_two_seconds(sto
     now = time.time()
     with store._engine.begin() as conn:  # seed directly: 100k runs through start_run would take minutes
         raw = conn.connection.driver_connection
-        raw.executemany("INSERT INTO runs (id, experiment_id, name, status, start_time, end_time) VALUES (?,?,?,?,?,?)",
-                        [(rid, exp.id, f"trial-{i}", "completed", now + i, now + i + 1) for i, rid in enumerate(ids)])
+        raw.executemany("INSERT INTO runs (id, project_id, experiment_id, name, status, start_time, end_time) "
+                        "VALUES (?,?,?,?,?,?,?)", [(rid, store.project_id, exp.id, f"trial-{i}", "completed", now + i,
+                                                    now + i + 1) for i, rid in enumerate(ids)])
         raw.executemany('INSERT INTO latest_metrics (run_id, key, value, step, "timestamp") VALUES (?,?,?,?,?)',
                         [(rid, "accuracy", rng.random(), 0, now) for rid in ids])
         raw.executemany("INSERT INTO params (run_id, key, value, value_num) VALUES (?,?,?,?)",

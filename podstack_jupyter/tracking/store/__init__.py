@@ -7,9 +7,11 @@ URL names, through a small registry of URL schemes:
 ============================  ==========================================================
 ``sqlite:///path/to/file.db``  :class:`~podstack_jupyter.tracking.store.sql.SQLStore`
 ``postgresql://user@host/db``  the same ``SQLStore`` (driver: psycopg 3)
+``http(s)://host:port``        :class:`~podstack_jupyter.tracking.store.rest.RESTStore`
+                               (a ``podstack server``; takes ``api_key`` and ``project_id``)
 ============================  ==========================================================
 
-A new backend is one module and one entry::
+A new backend is one module and one entry (the REST store's)::
 
     register_store("http", "podstack_jupyter.tracking.store.rest:RESTStore", settings=("api_key", "project_id"))
 
@@ -37,6 +39,8 @@ __all__ = ["Store", "SQLStore", "open_store", "register_store", "store_schemes",
 _STORES: dict[str, tuple[str, tuple[str, ...]]] = {
     "sqlite": ("podstack_jupyter.tracking.store.sql:SQLStore", ()),
     "postgresql": ("podstack_jupyter.tracking.store.sql:SQLStore", ()),
+    "http": ("podstack_jupyter.tracking.store.rest:RESTStore", ("api_key", "project_id")),
+    "https": ("podstack_jupyter.tracking.store.rest:RESTStore", ("api_key", "project_id")),
 }
 # settings that only a store taking them gives meaning to (a podstack server's credentials)
 _STORE_SETTINGS = ("api_key", "project_id")
@@ -85,8 +89,7 @@ def _entry(url: str) -> tuple:
     scheme = _scheme(url)
     entry = _STORES.get(scheme)
     if entry is None:
-        server = " (podstack server support is not in this version)" if scheme in ("http", "https") else ""
-        raise ConfigurationError(f"no tracking store serves {scheme}:// URLs{server}; "
+        raise ConfigurationError(f"no tracking store serves {scheme}:// URLs; "
                                  f"stores here: {', '.join(s + '://' for s in store_schemes())}")
     return entry
 

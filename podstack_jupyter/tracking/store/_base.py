@@ -47,9 +47,12 @@ from __future__ import annotations
 import abc
 import itertools
 
-__all__ = ["Store", "RUN_STATUSES", "MODEL_STAGES", "DATASET_CONTEXTS", "SOURCE_TYPES"]
+__all__ = ["Store", "RUN_STATUSES", "MODEL_STAGES", "DATASET_CONTEXTS", "SOURCE_TYPES", "MUTABLE_PARAM_PREFIXES"]
 
 RUN_STATUSES = ("running", "completed", "failed", "killed")
+#: params under these names may take a new value once logged: podstack's own bookkeeping, and the
+#: keys the official Podstack SDK rewrites for its own (where an artifact or a model went)
+MUTABLE_PARAM_PREFIXES = ("podstack.", "_artifact.", "_artifact_store", "_model.")
 MODEL_STAGES = ("development", "staging", "production", "archived")
 DATASET_CONTEXTS = ("training", "validation", "test")
 SOURCE_TYPES = ("local", "s3", "gcs", "url")
@@ -104,7 +107,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def log_params(self, run_id: str, params: dict) -> None:
         """Record params (``{key: str}``). A key already logged with another value is an
-        ``InvalidArgumentError`` and nothing is written (keys under ``podstack.`` may change)."""
+        ``InvalidArgumentError`` and nothing is written (keys under ``MUTABLE_PARAM_PREFIXES`` may change)."""
 
     @abc.abstractmethod
     def set_tags(self, run_id: str, tags: dict) -> None: ...
@@ -182,6 +185,12 @@ class Store(abc.ABC):
     def get_model_lineage(self, model_id: str) -> dict | None:
         """``{"model_id", "versions": [{"version", "stage", "run_id", "run_name", "datasets": [...]}]}``,
         newest version first; ``None`` if there is no such model."""
+
+    def artifact_store(self):
+        """The :class:`~podstack_jupyter.artifacts.ArtifactStore` that artifact bytes logged into
+        this store go through, when the store decides it (a team server's); ``None``: the one the
+        settings name."""
+        return None
 
     # -- model registry, richer (issue 12) ------------------------------------------------------
     # create_model_version also takes "name" (None: the automatic "_v<number>"), "uri",

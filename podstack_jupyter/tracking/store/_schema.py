@@ -4,6 +4,11 @@ The database itself is created and upgraded by the Alembic scripts in
 ``migrations/versions``; a test checks that they produce exactly these tables.
 JSON documents are kept in TEXT columns (portable across SQLite and PostgreSQL);
 times are float seconds since the epoch.
+
+Every experiment, run, dataset and registered model belongs to a project (``project_id``;
+``"default"`` for everything logged without a team server). Names are unique within a
+project. The tables after the model registry's are the team server's (``podstack server``):
+projects, users, their memberships, API keys, and what the server itself must remember.
 """
 
 from __future__ import annotations
@@ -22,19 +27,25 @@ metadata = MetaData(naming_convention={
 # SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (cheap appends).
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
 
+#: the project of everything logged without a team server (and of a database from before projects)
+DEFAULT_PROJECT = "default"
+
 experiments = Table(
     "experiments", metadata,
     Column("id", String(36), primary_key=True),
-    Column("name", String(255), nullable=False, unique=True),
+    Column("project_id", String(36), nullable=False),
+    Column("name", String(255), nullable=False),
     Column("description", Text),
     Column("tags", Text),
     Column("created_at", Float, nullable=False),
+    UniqueConstraint("project_id", "name"),
 )
 
 runs = Table(
     "runs", metadata,
     Column("id", String(36), primary_key=True),
     Column("experiment_id", String(36), ForeignKey("experiments.id"), nullable=False),
+    Column("project_id", String(36), nullable=False),
     Column("name", String(255)),
     Column("parent_run_id", String(36), ForeignKey("runs.id")),
     Column("status", String(16), nullable=False),
@@ -46,6 +57,7 @@ runs = Table(
     Index("ix_runs_status", "status"),
     Index("ix_runs_parent", "parent_run_id"),
     Index("ix_runs_start", "start_time"),
+    Index("ix_runs_project_start", "project_id", "start_time"),
 )
 
 params = Table(
@@ -95,6 +107,7 @@ latest_metrics = Table(
 datasets = Table(
     "datasets", metadata,
     Column("id", String(36), primary_key=True),
+    Column("project_id", String(36), nullable=False),
     Column("name", String(255), nullable=False),
     Column("digest", String(64), nullable=False),
     Column("source_type", String(16), nullable=False),
@@ -104,6 +117,7 @@ datasets = Table(
     Column("tags", Text),
     Column("created_at", Float, nullable=False),
     # sha256 of (name, digest) or (name, source): what makes two logs the same dataset; NULL = never shared
+    # (the default project's keys hash just that; other projects' hash their id too)
     Column("dedup_key", String(64), unique=True),
     Index("ix_datasets_name", "name"),
     Index("ix_datasets_digest", "digest"),
@@ -131,11 +145,13 @@ artifacts = Table(
 registered_models = Table(
     "registered_models", metadata,
     Column("id", String(36), primary_key=True),
-    Column("name", String(255), nullable=False, unique=True),
+    Column("project_id", String(36), nullable=False),
+    Column("name", String(255), nullable=False),
     Column("description", Text),
     Column("tags", Text),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    UniqueConstraint("project_id", "name"),
 )
 
 model_versions = Table(
@@ -159,6 +175,90 @@ model_aliases = Table(
     Column("model_id", String(36), ForeignKey("registered_models.id"), primary_key=True),
     Column("alias", String(255), primary_key=True),
     Column("version", Integer, nullable=False),
+)
+
+
+# -- the team server (podstack server) ----------------------------------------------------------
+projects = Table(
+    "projects", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+users = Table(
+    "users", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+memberships = Table(
+    "memberships", metadata,
+    Column("project_id", String(36), ForeignKey("projects.id"), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id"), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# An API key is "pjt_<id>_<secret>": the id is kept as is (looked up by index), the secret only
+# as an HMAC-SHA256 keyed with the server's secret.
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("project_id", String(36), ForeignKey("projects.id"), nullable=False),
+    Column("user_id", String(36), ForeignKey("users.id")),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+    Column("revoked_at", Float),
+    Index("ix_api_keys_project", "project_id"),
+)
+
+# Metric batches a client sent (by the id it gave them), so a batch sent again after a lost
+# answer is not stored twice. Rows older than a week are removed.
+metric_batches = Table(
+    "metric_batches", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("project_id", String(36), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_metric_batches_created", "created_at"),
+)
+
+# Upload URLs handed out for (run, path) and not yet turned into artifacts: the official SDK
+# never says that an upload finished, so they are finalized when the run's artifacts are next read.
+pending_uploads = Table(
+    "pending_uploads", metadata,
+    Column("key", String(1024), primary_key=True),
+    Column("project_id", String(36), nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("path", String(1024), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_pending_uploads_run", "run_id", "created_at"),
+)
+
+# Every stage change made through the server, for GET /models/{id}/transitions.
+stage_transitions = Table(
+    "stage_transitions", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(36), nullable=False),
+    Column("model_id", String(36), nullable=False),
+    Column("model_version_id", String(36)),
+    Column("version", Integer, nullable=False),
+    Column("from_stage", String(16)),
+    Column("to_stage", String(16), nullable=False),
+    Column("comment", Text),
+    Column("transitioned_by", String(255)),
+    Column("created_at", Float, nullable=False),
+    Index("ix_stage_transitions_model", "model_id", "created_at"),
+)
+
+# Facts the server keeps about itself (the fingerprint of the secret its keys are hashed with).
+server_settings = Table(
+    "server_settings", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )
 
 
@@ -195,8 +295,10 @@ for _column in (
 model_versions.append_constraint(UniqueConstraint("model_id", "name", name="uq_model_versions_model_name"))
 
 # A tag names one run: the run whose artifacts ``podstack.artifacts.upload(..., tag=...)`` stored (seed 001).
+# Tag names are unique within a project (migration 0003 added the project).
 artifact_tags = Table(
     "artifact_tags", metadata,
+    Column("project_id", String(36), primary_key=True),
     Column("name", String(255), primary_key=True),
     Column("run_id", String(36), ForeignKey("runs.id"), nullable=False),
     Column("created_at", Float, nullable=False),

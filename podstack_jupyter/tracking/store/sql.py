@@ -13,6 +13,11 @@ saying what happened, and the failed call has written nothing (one transaction
 per call). Writes that name a run, experiment or model that does not exist raise
 the matching ``NotFoundError`` and write nothing.
 
+A store sees one project (``project_id``, ``"default"`` unless given): experiments, runs,
+datasets and models of other projects do not exist for it, and names are unique within
+it. ``for_project(id)`` is a view of the same database for another project, sharing its
+connections (what the team server makes per request).
+
 The calls a run makes on its way (create, params, tags, end, read back) use the
 driver's cursor directly: SQLAlchemy's statement layer cost more than the
 database itself. Metric points are appended with one row per (run, key) and
@@ -43,7 +48,7 @@ from ...errors import (ConfigurationError, DuplicateError, ExperimentNotFoundErr
                        ModelNotFoundError,
                        PodstackError, RunNotFoundError, StoreError)
 from . import _schema as S
-from ._base import Store
+from ._base import MUTABLE_PARAM_PREFIXES, Store
 
 __all__ = ["SQLStore", "upgrade"]
 
@@ -278,10 +283,14 @@ class SQLStore(Store):
     ``SQLStore("postgresql://user@host/db")``. The schema is created or upgraded on open.
 
     ``busy_timeout``: seconds SQLite waits for another writer within one attempt;
-    ``lock_timeout``: seconds a call waits in all before a ``StoreError``."""
+    ``lock_timeout``: seconds a call waits in all before a ``StoreError``;
+    ``project_id``: the project this store sees (see the module docstring)."""
 
-    def __init__(self, url: str, *, busy_timeout: float = _BUSY_TIMEOUT, lock_timeout: float = _LOCK_TIMEOUT):
+    def __init__(self, url: str, *, busy_timeout: float = _BUSY_TIMEOUT, lock_timeout: float = _LOCK_TIMEOUT,
+                 project_id: str = S.DEFAULT_PROJECT):
         self.url = url
+        self.project_id = project_id
+        self._view_of: SQLStore | None = None
         self.busy_timeout, self.lock_timeout = float(busy_timeout), float(lock_timeout)
         self._engine = _engine_for(url, self.busy_timeout)
         self.dialect = self._engine.dialect.name
@@ -304,7 +313,24 @@ class SQLStore(Store):
             '(excluded.step = latest_metrics.step AND excluded."timestamp" >= latest_metrics."timestamp")')
 
     def __repr__(self):
-        return f"SQLStore({self._safe_url()!r})"
+        project = "" if self.project_id == S.DEFAULT_PROJECT else f", project_id={self.project_id!r}"
+        return f"SQLStore({self._safe_url()!r}{project})"
+
+    def for_project(self, project_id: str) -> "SQLStore":
+        """The same database seen by project ``project_id`` (sharing this store's connections;
+        closing the view leaves them open)."""
+        if not isinstance(project_id, str) or not project_id or len(project_id) > 36:
+            raise InvalidArgumentError(f"project_id must be a project's id (at most 36 characters), got {project_id!r}")
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view.project_id = project_id
+        view._view_of = self._view_of or self
+        return view
+
+    @property
+    def engine(self) -> sa.engine.Engine:
+        """The SQLAlchemy engine (for the team server's own tables in the same database)."""
+        return self._engine
 
     def _safe_url(self):
         return make_url(self.url).render_as_string(hide_password=True)
@@ -347,7 +373,7 @@ class SQLStore(Store):
             conn.close()
 
     def _require_run(self, cur, run_id) -> None:
-        cur.execute(self._sql("SELECT 1 FROM runs WHERE id = ?"), (run_id,))
+        cur.execute(self._sql("SELECT 1 FROM runs WHERE id = ? AND project_id = ?"), (run_id, self.project_id))
         if cur.fetchone() is None:
             raise RunNotFoundError(f"no run with id {run_id!r}")
 
@@ -364,9 +390,9 @@ class SQLStore(Store):
             finally:
                 conn.rollback()
 
-    @staticmethod
-    def _require_run_core(conn, run_id) -> None:
-        if conn.execute(select(S.runs.c.id).where(S.runs.c.id == run_id)).first() is None:
+    def _require_run_core(self, conn, run_id) -> None:
+        if conn.execute(select(S.runs.c.id).where(S.runs.c.id == run_id, S.runs.c.project_id == self.project_id)
+                        ).first() is None:
             raise RunNotFoundError(f"no run with id {run_id!r}")
 
     def _upsert(self, conn, table, rows: list, keys: tuple, update: tuple):
@@ -382,6 +408,8 @@ class SQLStore(Store):
         conn.execute(stmt, rows)
 
     def close(self) -> None:
+        if self._view_of is not None:  # a project's view: the connections are its store's
+            return
         if self._checkpointer is not None:
             self._checkpointer.stopped.set()
         self._engine.dispose()
@@ -396,47 +424,54 @@ class SQLStore(Store):
         existing = self.get_experiment_by_name(name)
         if existing is not None:
             return existing
+        E = S.experiments
         try:
             with self._write() as conn:
-                row = conn.execute(select(S.experiments).where(S.experiments.c.name == name)).first()
+                row = conn.execute(select(E).where(E.c.project_id == self.project_id, E.c.name == name)).first()
                 if row is not None:
                     return self._experiment(row)
-                conn.execute(S.experiments.insert().values(id=experiment_id, name=name, description=description,
-                                                           tags=_dumps(tags or {}), created_at=created_at))
+                conn.execute(E.insert().values(id=experiment_id, project_id=self.project_id, name=name,
+                                               description=description, tags=_dumps(tags or {}),
+                                               created_at=created_at))
         except sa.exc.IntegrityError:  # another process created it first
             pass
         return self.get_experiment_by_name(name)
 
     def get_experiment(self, experiment_id):
+        E = S.experiments
         with self._read() as conn:
-            row = conn.execute(select(S.experiments).where(S.experiments.c.id == experiment_id)).first()
+            row = conn.execute(select(E).where(E.c.id == experiment_id, E.c.project_id == self.project_id)).first()
         return None if row is None else self._experiment(row)
 
     def get_experiment_by_name(self, name):
+        E = S.experiments
         with self._read() as conn:
-            row = conn.execute(select(S.experiments).where(S.experiments.c.name == name)).first()
+            row = conn.execute(select(E).where(E.c.project_id == self.project_id, E.c.name == name)).first()
         return None if row is None else self._experiment(row)
 
     def list_experiments(self):
+        E = S.experiments
         with self._read() as conn:
-            rows = conn.execute(select(S.experiments).order_by(S.experiments.c.created_at,
-                                                                S.experiments.c.name)).all()
+            rows = conn.execute(select(E).where(E.c.project_id == self.project_id)
+                                .order_by(E.c.created_at, E.c.name)).all()
         return [self._experiment(r) for r in rows]
 
     # -- runs ----------------------------------------------------------------------------------
     def create_run(self, run):
         sql = self._sql
         with self._cursor(write=True) as cur:
-            cur.execute(sql("SELECT 1 FROM experiments WHERE id = ?"), (run["experiment_id"],))
+            cur.execute(sql("SELECT 1 FROM experiments WHERE id = ? AND project_id = ?"),
+                        (run["experiment_id"], self.project_id))
             if cur.fetchone() is None:
                 raise ExperimentNotFoundError(f"no experiment with id {run['experiment_id']!r}")
             if run.get("parent_run_id") is not None:
-                cur.execute(sql("SELECT 1 FROM runs WHERE id = ?"), (run["parent_run_id"],))
+                cur.execute(sql("SELECT 1 FROM runs WHERE id = ? AND project_id = ?"),
+                            (run["parent_run_id"], self.project_id))
                 if cur.fetchone() is None:
                     raise RunNotFoundError(f"no run with id {run['parent_run_id']!r} (the parent run)")
-            cur.execute(sql("INSERT INTO runs (id, experiment_id, name, parent_run_id, status, start_time, end_time, "
-                            "source, gpu) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                        (run["id"], run["experiment_id"], run.get("name"), run.get("parent_run_id"),
+            cur.execute(sql("INSERT INTO runs (id, experiment_id, project_id, name, parent_run_id, status, start_time, "
+                            "end_time, source, gpu) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                        (run["id"], run["experiment_id"], self.project_id, run.get("name"), run.get("parent_run_id"),
                          run.get("status", "running"), run["start_time"], run.get("end_time"), run.get("source"),
                          _dumps(run.get("gpu"))))
             tags = run.get("tags") or {}
@@ -457,14 +492,15 @@ class SQLStore(Store):
             values["gpu"] = _dumps(values["gpu"])
         names = sorted(values)
         with self._cursor(write=True) as cur:
-            cur.execute(self._sql(f"UPDATE runs SET {', '.join(n + ' = ?' for n in names)} WHERE id = ?"),
-                        [values[n] for n in names] + [run_id])
+            cur.execute(self._sql(f"UPDATE runs SET {', '.join(n + ' = ?' for n in names)} "
+                                  "WHERE id = ? AND project_id = ?"),
+                        [values[n] for n in names] + [run_id, self.project_id])
             if cur.rowcount == 0:
                 raise RunNotFoundError(f"no run with id {run_id!r}")
 
     def has_run(self, run_id):
         with self._cursor(write=False) as cur:
-            cur.execute(self._sql("SELECT 1 FROM runs WHERE id = ?"), (run_id,))
+            cur.execute(self._sql("SELECT 1 FROM runs WHERE id = ? AND project_id = ?"), (run_id, self.project_id))
             return cur.fetchone() is not None
 
     def get_runs(self, run_ids):
@@ -475,13 +511,17 @@ class SQLStore(Store):
             for chunk in _chunks(run_ids):
                 marks = ", ".join("?" * len(chunk))
                 cur.execute(sql(f"SELECT id, experiment_id, name, parent_run_id, status, start_time, end_time, source, "
-                                f"gpu FROM runs WHERE id IN ({marks})"), chunk)
-                for r in cur.fetchall():
+                                f"gpu FROM runs WHERE id IN ({marks}) AND project_id = ?"), chunk + [self.project_id])
+                rows = cur.fetchall()
+                for r in rows:
                     found[r[0]] = {"id": r[0], "experiment_id": r[1], "name": r[2], "parent_run_id": r[3],
                                    "status": r[4], "start_time": r[5], "end_time": r[6], "source": r[7],
                                    "gpu": _loads(r[8]), "params": {}, "tags": {}, "metrics": {}}
-                if not found:
+                if not rows:
                     continue
+                if len(rows) < len(chunk):  # only this project's runs (another's may share nothing, not even params)
+                    chunk = [r[0] for r in rows]
+                    marks = ", ".join("?" * len(chunk))
                 for table, field in (("params", "params"), ("tags", "tags")):
                     cur.execute(sql(f"SELECT run_id, key, value FROM {table} WHERE run_id IN ({marks})"), chunk)
                     for run_id, key, value in cur.fetchall():
@@ -501,7 +541,7 @@ class SQLStore(Store):
             cur.execute(sql("SELECT key, value FROM params WHERE run_id = ?"), (run_id,))
             existing = dict(cur.fetchall())
             conflicts = {k: (existing[k], v) for k, v in params.items()
-                         if k in existing and existing[k] != v and not k.startswith("podstack.")}
+                         if k in existing and existing[k] != v and not k.startswith(MUTABLE_PARAM_PREFIXES)}
             if conflicts:
                 shown = ", ".join(f"{k}: logged {old!r}, now {new!r}" for k, (old, new) in conflicts.items())
                 raise InvalidArgumentError(
@@ -527,9 +567,12 @@ class SQLStore(Store):
             self._require_run(cur, run_id)
             cur.execute(self._sql("DELETE FROM tags WHERE run_id = ? AND key = ?"), (run_id, key))
 
-    def log_metrics(self, points):
+    def log_metrics(self, points, batch_id: str | None = None) -> bool:
+        """See ``Store.log_metrics``. ``batch_id``: an id the sender gave this batch (at most 64
+        characters); a batch with an id already stored is not stored again. Returns whether the
+        points were written (``False``: that batch was already there)."""
         if not points:
-            return
+            return True
         groups: dict = {}
         for p in points:
             key = (p[0], p[1])
@@ -538,10 +581,12 @@ class SQLStore(Store):
                 groups[key] = [p]
             else:
                 group.append(p)
-        self.log_metric_series([(run_id, key, [p[3] for p in group], [p[2] for p in group], [p[4] for p in group])
-                                for (run_id, key), group in groups.items()])
+        return self.log_metric_series(
+            [(run_id, key, [p[3] for p in group], [p[2] for p in group], [p[4] for p in group])
+             for (run_id, key), group in groups.items()], batch_id=batch_id)
 
-    def log_metric_series(self, series):
+    def log_metric_series(self, series, batch_id: str | None = None) -> bool:
+        """See ``Store.log_metric_series``; ``batch_id`` and the result as for ``log_metrics``."""
         chunks, latest = [], []
         for run_id, key, steps, values, stamps in series:
             if not steps:
@@ -557,15 +602,33 @@ class SQLStore(Store):
             chunks.append((run_id, key, len(steps), steps[0], steps[-1], _pack("q", steps), packed_values,
                            _pack("d", stamps)))
         if not chunks:
-            return
+            return True
         with self._cursor(write=True) as cur:
+            if batch_id is not None:
+                cur.execute(self._sql("INSERT INTO metric_batches (id, project_id, created_at) VALUES (?, ?, ?) "
+                                      "ON CONFLICT (id) DO NOTHING"), (batch_id, self.project_id, time.time()))
+                if cur.rowcount == 0:
+                    return False
+            if self._view_of is not None:  # a project's view (the team server): every run must be the project's
+                self._require_runs(cur, {chunk[0] for chunk in chunks})
             cur.executemany(self._latest_sql, latest)
             cur.executemany(self._sql('INSERT INTO metric_chunks (run_id, key, count, first_step, last_step, steps, '
                                       '"values", timestamps) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'), chunks)
+        return True
+
+    def _require_runs(self, cur, run_ids) -> None:
+        for chunk in _chunks(sorted(run_ids)):
+            cur.execute(self._sql(f"SELECT id FROM runs WHERE id IN ({', '.join('?' * len(chunk))}) "
+                                  "AND project_id = ?"), chunk + [self.project_id])
+            missing = set(chunk) - {r[0] for r in cur.fetchall()}
+            if missing:
+                raise RunNotFoundError(f"no run with id {min(missing)!r}")
 
     def get_metric_history(self, run_id, key):
         C = S.metric_chunks
         with self._read() as conn:
+            if self._view_of is not None:
+                self._require_run_core(conn, run_id)
             rows = conn.execute(select(C.c.first_step, C.c.last_step, C.c.steps, C.c["values"], C.c.timestamps)
                                 .where(C.c.run_id == run_id, C.c.key == key).order_by(C.c.id)).all()
         steps, values, stamps = array.array("q"), array.array("d"), array.array("d")
@@ -629,6 +692,7 @@ class SQLStore(Store):
         froms = runs
         conditions = []
         filtered: dict = {}  # metric key -> the latest_metrics alias a filter joined (ordering reuses it)
+        conditions.append(runs.c.project_id == self.project_id)
         if query.get("experiment_ids"):
             conditions.append(runs.c.experiment_id.in_(list(query["experiment_ids"])))
         if query.get("statuses"):
@@ -708,14 +772,15 @@ class SQLStore(Store):
             record["context"] = context
         return record
 
-    @staticmethod
-    def _dedup_key(name, digest, source):
+    def _dedup_key(self, name, digest, source):
         if digest:
             basis = f"digest\0{name}\0{digest}"
         elif source:
             basis = f"source\0{name}\0{source}"
         else:
             return None
+        if self.project_id != S.DEFAULT_PROJECT:  # (the default project's keys are as before projects)
+            basis = f"project\0{self.project_id}\0{basis}"
         return hashlib.sha256(basis.encode()).hexdigest()
 
     def log_dataset(self, run_id, dataset, context, logged_at):
@@ -736,7 +801,8 @@ class SQLStore(Store):
             row = None if key is None else conn.execute(select(D).where(D.c.dedup_key == key)).first()
             if row is None:
                 conn.execute(D.insert().values(
-                    id=dataset["id"], name=dataset["name"], digest=dataset.get("digest") or "",
+                    id=dataset["id"], project_id=self.project_id, name=dataset["name"],
+                    digest=dataset.get("digest") or "",
                     source_type=dataset.get("source_type") or "local", source=dataset.get("source") or "",
                     schema=_dumps(dataset.get("schema") or {}), profile=_dumps(dataset.get("profile") or {}),
                     tags=_dumps(dataset.get("tags") or {}), created_at=dataset.get("created_at") or logged_at,
@@ -767,6 +833,8 @@ class SQLStore(Store):
     def get_run_datasets(self, run_id):
         D, RD = S.datasets, S.run_datasets
         with self._read() as conn:
+            if self._view_of is not None:
+                self._require_run_core(conn, run_id)
             rows = conn.execute(select(D, RD.c.context).select_from(RD.join(D, D.c.id == RD.c.dataset_id))
                                 .where(RD.c.run_id == run_id).order_by(RD.c.position, RD.c.created_at)).all()
         return [self._dataset(r, r.context) for r in rows]
@@ -782,6 +850,8 @@ class SQLStore(Store):
     def list_artifacts(self, run_id):
         A = S.artifacts
         with self._read() as conn:
+            if self._view_of is not None:
+                self._require_run_core(conn, run_id)
             rows = conn.execute(select(A.c.path, A.c.digest, A.c.size, A.c.created_at)
                                 .where(A.c.run_id == run_id).order_by(A.c.path)).all()
         return [{"path": r.path, "digest": r.digest, "size": r.size, "created_at": r.created_at} for r in rows]
@@ -808,9 +878,11 @@ class SQLStore(Store):
         M = S.registered_models
         try:
             with self._write() as conn:
-                if conn.execute(select(M.c.id).where(M.c.name == name)).first() is None:
-                    conn.execute(M.insert().values(id=model_id, name=name, description=description, tags="{}",
-                                                   created_at=created_at, updated_at=created_at))
+                if conn.execute(select(M.c.id).where(M.c.project_id == self.project_id, M.c.name == name)
+                                ).first() is None:
+                    conn.execute(M.insert().values(id=model_id, project_id=self.project_id, name=name,
+                                                   description=description, tags="{}", created_at=created_at,
+                                                   updated_at=created_at))
         except sa.exc.IntegrityError:  # created concurrently
             pass
         return self.get_registered_model(name=name)
@@ -819,20 +891,22 @@ class SQLStore(Store):
         M = S.registered_models
         where = M.c.name == name if name is not None else M.c.id == model_id
         with self._read() as conn:
-            row = conn.execute(select(M).where(where)).first()
+            row = conn.execute(select(M).where(where, M.c.project_id == self.project_id)).first()
             return None if row is None else self._model(conn, row)
 
     def list_registered_models(self):
         M = S.registered_models
         with self._read() as conn:
-            return [self._model(conn, r) for r in conn.execute(select(M).order_by(M.c.name)).all()]
+            return [self._model(conn, r) for r in conn.execute(select(M).where(M.c.project_id == self.project_id)
+                                                                .order_by(M.c.name)).all()]
 
     def create_model_version(self, version):
         V, M = S.model_versions, S.registered_models
         for attempt in range(5):
             try:
                 with self._write() as conn:
-                    model = conn.execute(select(M.c.id, M.c.last_version).where(M.c.id == version["model_id"])).first()
+                    model = conn.execute(select(M.c.id, M.c.last_version).where(
+                        M.c.id == version["model_id"], M.c.project_id == self.project_id)).first()
                     if model is None:
                         raise ModelNotFoundError(f"no registered model with id {version['model_id']!r}")
                     if version.get("run_id") is not None:
@@ -873,6 +947,7 @@ class SQLStore(Store):
         if "properties" in fields:
             values["properties"] = _dumps(fields["properties"] or {})
         with self._write() as conn:
+            self._require_model(conn, model_id)
             if fields.get("archive_others_in_stage") and "stage" in values:
                 conn.execute(V.update().where(V.c.model_id == model_id, V.c.stage == values["stage"],
                                               V.c.version != version)
@@ -882,9 +957,15 @@ class SQLStore(Store):
             if done.rowcount == 0:
                 raise ModelNotFoundError(f"registered model {model_id!r} has no version {version}")
 
+    def _require_model(self, conn, model_id) -> None:
+        M = S.registered_models
+        if conn.execute(select(M.c.id).where(M.c.id == model_id, M.c.project_id == self.project_id)).first() is None:
+            raise ModelNotFoundError(f"no registered model with id {model_id!r}")
+
     def set_model_alias(self, model_id, alias, version):
         V = S.model_versions
         with self._write() as conn:
+            self._require_model(conn, model_id)
             if conn.execute(select(V.c.id).where(V.c.model_id == model_id, V.c.version == version)).first() is None:
                 raise ModelNotFoundError(f"registered model {model_id!r} has no version {version}")
             self._upsert(conn, S.model_aliases, [{"model_id": model_id, "alias": alias, "version": version}],
@@ -893,12 +974,14 @@ class SQLStore(Store):
     def delete_model_alias(self, model_id, alias):
         A = S.model_aliases
         with self._write() as conn:
+            self._require_model(conn, model_id)
             conn.execute(A.delete().where(A.c.model_id == model_id, A.c.alias == alias))
 
     def get_model_lineage(self, model_id):
         V, R = S.model_versions, S.runs
         with self._read() as conn:
-            if conn.execute(select(S.registered_models.c.id).where(S.registered_models.c.id == model_id)
+            M = S.registered_models
+            if conn.execute(select(M.c.id).where(M.c.id == model_id, M.c.project_id == self.project_id)
                             ).first() is None:
                 return None
             rows = conn.execute(select(V.c.version, V.c.stage, V.c.run_id, R.c.name.label("run_name"))
@@ -930,6 +1013,7 @@ class SQLStore(Store):
             if name in values:
                 values[name] = _dumps(values[name] or {})
         with self._write() as conn:
+            self._require_model(conn, model_id)
             if values.get("latest_version") is not None and conn.execute(select(V.c.id).where(
                     V.c.model_id == model_id, V.c.version == values["latest_version"])).first() is None:
                 raise ModelNotFoundError(f"registered model {model_id!r} has no version {values['latest_version']}")
@@ -940,6 +1024,7 @@ class SQLStore(Store):
     def delete_model_version(self, model_id, version):
         M, V, A = S.registered_models, S.model_versions, S.model_aliases
         with self._write() as conn:
+            self._require_model(conn, model_id)
             done = conn.execute(V.delete().where(V.c.model_id == model_id, V.c.version == version))
             if done.rowcount == 0:
                 raise ModelNotFoundError(f"registered model {model_id!r} has no version {version}")
@@ -951,6 +1036,9 @@ class SQLStore(Store):
     def delete_registered_model(self, model_id):
         M, V, A = S.registered_models, S.model_versions, S.model_aliases
         with self._write() as conn:
+            if conn.execute(select(M.c.id).where(M.c.id == model_id, M.c.project_id == self.project_id)
+                            ).first() is None:
+                return
             conn.execute(A.delete().where(A.c.model_id == model_id))
             conn.execute(V.delete().where(V.c.model_id == model_id))
             conn.execute(M.delete().where(M.c.id == model_id))
@@ -972,12 +1060,14 @@ class SQLStore(Store):
     def page_registered_models(self, order_by, ascending, limit, after):
         M = S.registered_models
         with self._read() as conn:
-            rows = conn.execute(self._page(M, (), order_by, ascending, limit, after)).all()
+            rows = conn.execute(self._page(M, (M.c.project_id == self.project_id,), order_by, ascending, limit,
+                                           after)).all()
             return [self._model(conn, r) for r in rows]
 
     def page_model_versions(self, model_id, order_by, ascending, limit, after):
         V = S.model_versions
         with self._read() as conn:
+            self._require_model(conn, model_id)
             rows = conn.execute(self._page(V, (V.c.model_id == model_id,), order_by, ascending, limit, after)).all()
         return [self._version(r) for r in rows]
 
@@ -993,9 +1083,11 @@ class SQLStore(Store):
         try:
             with self._write() as conn:
                 self._require_run_core(conn, run_id)
-                if conn.execute(select(T.c.name).where(T.c.name == name)).first() is not None:
+                if conn.execute(select(T.c.name).where(T.c.project_id == self.project_id, T.c.name == name)
+                                ).first() is not None:
                     raise taken
-                conn.execute(T.insert().values(name=name, run_id=run_id, created_at=created_at))
+                conn.execute(T.insert().values(project_id=self.project_id, name=name, run_id=run_id,
+                                               created_at=created_at))
         except sa.exc.IntegrityError:  # bound by another writer meanwhile
             raise taken from None
         return {"name": name, "run_id": run_id, "created_at": created_at}
@@ -1003,18 +1095,19 @@ class SQLStore(Store):
     def get_artifact_tag(self, name):
         T = S.artifact_tags
         with self._read() as conn:
-            row = conn.execute(select(T).where(T.c.name == name)).first()
+            row = conn.execute(select(T).where(T.c.project_id == self.project_id, T.c.name == name)).first()
         return None if row is None else self._artifact_tag(row)
 
     def list_artifact_tags(self):
         T = S.artifact_tags
         with self._read() as conn:
-            return [self._artifact_tag(r) for r in conn.execute(select(T).order_by(T.c.name)).all()]
+            return [self._artifact_tag(r) for r in conn.execute(
+                select(T).where(T.c.project_id == self.project_id).order_by(T.c.name)).all()]
 
     def delete_artifact_tag(self, name):
         T = S.artifact_tags
         with self._write() as conn:
-            return conn.execute(T.delete().where(T.c.name == name)).rowcount > 0
+            return conn.execute(T.delete().where(T.c.project_id == self.project_id, T.c.name == name)).rowcount > 0
 
 
 # -- model registry, richer (issue 12): the columns migration 0003m added ---------------------------------------------
