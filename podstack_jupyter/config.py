@@ -15,8 +15,19 @@ the ``PODSTACK_`` prefix):
 ``PODSTACK_REGISTRY_URL``  tracking server URL; unset = embedded store
 ``PODSTACK_TRACKING_URI``  SQLAlchemy URL of the store (default: SQLite file in the home)
 ``PODSTACK_ARTIFACT_ROOT`` artifact folder (default: <home>/artifacts)
-``PODSTACK_BACKEND``       compute backend for ``%%gpu``: ``local`` (default)
+``PODSTACK_BACKEND``       compute backend for ``%%gpu``: ``local`` (default), ``ray``, ``jupyter``
 ``PODSTACK_LOCAL_GPUS``    declared GPU inventory for the local backend, e.g. ``L40S:2,T4``
+``PODSTACK_RAY_ADDRESS``   Ray cluster for the ``ray`` backend (``host:6379``, ``ray://host:10001``,
+                           ``auto``); unset: a cluster this process already joined, else Ray's default
+``PODSTACK_RAY_PLACEMENT_TIMEOUT``  seconds a ``ray`` session waits for its GPUs before
+                           ``GPUNotAvailableError`` (default 60)
+``PODSTACK_RAY_CONNECT``   how the notebook reaches a Ray session's kernel: ``auto`` (its ports
+                           if reachable, else through the session's actor), ``direct``, ``tunnel``
+``PODSTACK_JUPYTER_URL``   Jupyter Server / Kernel Gateway / Enterprise Gateway for the ``jupyter``
+                           backend, e.g. ``http://gpu-box:8888`` (a JupyterHub user server's URL too)
+``PODSTACK_JUPYTER_TOKEN`` its API token
+``PODSTACK_JUPYTER_KERNEL`` kernel spec to start there (default: the server's default kernel)
+``PODSTACK_JUPYTER_GPUS``  the server machine's GPUs, e.g. ``A100-80G:4`` (default: asked of a kernel)
 ``PODSTACK_IDLE_TIMEOUT``  seconds after which an idle GPU session is stopped (0 = never)
 ``PODSTACK_AUTO_INIT``     ``1``: initialise from the environment at import time
 =========================  ==========================================================
@@ -36,7 +47,10 @@ __all__ = ["Settings", "settings", "init", "reset", "describe"]
 _FIELDS_FROM_ENV = (
     "home", "api_key", "project_id", "api_url", "registry_url", "tracking_uri",
     "artifact_root", "backend", "local_gpus", "idle_timeout",
+    "ray_address", "ray_placement_timeout", "ray_connect",
+    "jupyter_url", "jupyter_token", "jupyter_kernel", "jupyter_gpus",
 )
+RAY_CONNECT_MODES = ("auto", "direct", "tunnel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +67,13 @@ class Settings:
     backend: str = "local"
     local_gpus: str | None = None
     idle_timeout: float = 0.0
+    ray_address: str | None = None
+    ray_placement_timeout: float = 60.0
+    ray_connect: str = "auto"
+    jupyter_url: str | None = None
+    jupyter_token: str | None = None
+    jupyter_kernel: str | None = None
+    jupyter_gpus: str | None = None
 
     @property
     def database_url(self) -> str:
@@ -101,11 +122,18 @@ def _resolve() -> Settings:
     values["home"] = home
     if values.get("artifact_root") is not None:
         values["artifact_root"] = Path(values["artifact_root"]).expanduser()
-    try:
-        values["idle_timeout"] = float(values.get("idle_timeout") or 0)
-    except ValueError:
-        raise ConfigurationError(
-            f"PODSTACK_IDLE_TIMEOUT must be a number of seconds, got {values['idle_timeout']!r}") from None
+    for name, default in (("idle_timeout", 0.0), ("ray_placement_timeout", 60.0)):
+        try:
+            values[name] = float(default if values.get(name) in (None, "") else values[name])
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"PODSTACK_{name.upper()} must be a number of seconds, got {values[name]!r}") from None
+    if values["ray_placement_timeout"] <= 0:
+        raise ConfigurationError(f"PODSTACK_RAY_PLACEMENT_TIMEOUT must be above 0 seconds, got "
+                                 f"{values['ray_placement_timeout']:g}")
+    if values.get("ray_connect", "auto") not in RAY_CONNECT_MODES:
+        raise ConfigurationError(f"PODSTACK_RAY_CONNECT must be one of {', '.join(RAY_CONNECT_MODES)}, "
+                                 f"got {values['ray_connect']!r}")
     return Settings(**values)
 
 
