@@ -1,0 +1,92 @@
+"""A real local Ray cluster for the tests, with fake GPUs declared the way a cluster declares
+its types (``--num-gpus=4 --resources='{"accelerator_type:T4": 4}'``).
+
+It is started as a cluster is: ``ray start --head`` in a process of its own, joined by address
+(``PODSTACK_RAY_ADDRESS``), with its own temporary folder, so that stopping it touches no
+other Ray on the machine. Its agents' ports are given, because a raylet that must wait for its
+agents to report theirs gives up after a while on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+# Ray 2.60 turns token authentication on by default; a test cluster on loopback needs none
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+GPU_TYPE, GPU_COUNT = "T4", 4
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@contextmanager
+def ray_cluster(start_limit: float = 180.0):
+    """Start the cluster; yields its address (``node-ip:port``). Stopped and removed after."""
+    temp = Path(tempfile.mkdtemp(prefix="psray-", dir="/tmp"))  # short: Ray's socket paths have a limit
+    port, grpc, http, metrics, client = _free_ports(5)
+    ray_bin = Path(sys.executable).with_name("ray")
+    log = open(temp / "ray-start.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", f"--port={port}",
+         f"--temp-dir={temp}", "--num-cpus=4", f"--num-gpus={GPU_COUNT}",
+         f"--resources={json.dumps({f'accelerator_type:{GPU_TYPE}': GPU_COUNT})}", "--include-dashboard=false",
+         f"--dashboard-agent-grpc-port={grpc}", f"--dashboard-agent-listen-port={http}",
+         f"--metrics-export-port={metrics}", f"--ray-client-server-port={client}", "--disable-usage-stats"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"{_node_ip()}:{port}"
+    try:
+        deadline = time.monotonic() + start_limit
+        while b"Ray runtime started" not in (temp / "ray-start.log").read_bytes():
+            if process.poll() is not None:
+                raise RuntimeError(f"ray start exited with {process.returncode}:\n"
+                                   f"{(temp / 'ray-start.log').read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Ray cluster did not start within {start_limit:g}s")
+            time.sleep(0.5)
+        yield address
+    finally:
+        import ray
+
+        ray.shutdown()
+        _signal_group(process.pid, signal.SIGTERM)  # ray start --block stops what it started
+        try:
+            process.wait(3)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(process.pid, signal.SIGKILL)  # and whatever of its group is left
+        process.wait()
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _node_ip() -> str:
+    from ray.util import get_node_ip_address
+
+    return get_node_ip_address()  # what the head node binds to
