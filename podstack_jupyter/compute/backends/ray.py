@@ -129,7 +129,8 @@ def cluster_gpus(ray) -> list[dict]:
         if total <= 0:
             continue
         types = node_gpu_types(node)
-        free = available.get(node["NodeID"], {}).get("GPU") if available else None
+        # Ray leaves out a resource none of which is free: a node in the table without "GPU" has none free
+        free = available.get(node["NodeID"], {}).get("GPU", 0.0) if available else None
         rows.append({"node": node.get("NodeManagerAddress"), "node_id": node["NodeID"],
                      "type": types[0] if types else None, "total": total,
                      "in_use": None if free is None else round(total - float(free), 2)})
