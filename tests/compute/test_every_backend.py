@@ -131,3 +131,17 @@ def test_what_the_cell_logs_reaches_the_notebooks_run(ip, backend):
     assert tracked.status == "completed" and tracked.params == {"batch": "32"}
     assert [(p.step, p.value) for p in registry.get_metric_history(tracked.id, "loss")] == [
         (0, 1.0), (1, 0.5), (2, 1 / 3)]
+
+
+def scale_rows(matrix, factor=2):
+    print("scaling", matrix.shape, flush=True)
+    return matrix * factor, os.getpid()
+
+
+def test_a_decorated_function_and_run_on_gpu_run_there(ip, backend, capsys):
+    import podstack
+
+    result, pid = podstack.gpu()(scale_rows)(np.ones((3, 2)), factor=5)
+    assert result.tolist() == [[5.0, 5.0]] * 3 and pid != os.getpid()
+    assert "scaling (3, 2)" in capsys.readouterr().out
+    assert podstack.run_on_gpu("import os\nprint(os.environ['PODSTACK_BACKEND'])").output.strip() == backend

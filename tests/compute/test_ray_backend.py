@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -136,3 +138,41 @@ def test_through_the_actors_tunnel_buffers_output_and_interrupts_still_work(ip, 
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     run(ip, "%%gpu\nafter = counter")
     assert ip.user_ns["after"] > 0
+
+
+NOTEBOOK = """
+import time
+from IPython.core.interactiveshell import InteractiveShell
+ip = InteractiveShell.instance()
+ip.run_line_magic("load_ext", "podstack")
+result = ip.run_cell("%%gpu T4 --count 2\\nimport os\\npid = os.getpid()")
+assert result.error_in_exec is None, result.error_in_exec
+print(ip.user_ns["pid"], flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_notebook_leaves_no_kernel_and_no_gpus_held(on_ray, ray_address, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PODSTACK_")}
+    env.update(PODSTACK_BACKEND="ray", PODSTACK_RAY_ADDRESS=ray_address, PODSTACK_HOME=str(tmp_path / "home"))
+    notebook = subprocess.Popen([sys.executable, "-c", NOTEBOOK], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        kernel_pid = int(notebook.stdout.readline())
+        assert on_ray.inventory()[0]["used_percent"] == 50  # its two GPUs, while it lives
+    finally:
+        notebook.kill()
+        notebook.wait()
+        notebook.stdout.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (_running(kernel_pid) or on_ray.inventory()[0]["used_percent"] != 0):
+        time.sleep(0.5)
+    assert not _running(kernel_pid), "the session's kernel outlived its notebook"
+    assert on_ray.inventory()[0]["used_percent"] == 0, "the notebook's GPUs are still held"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
