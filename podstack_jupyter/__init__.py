@@ -37,20 +37,30 @@ _LAZY = {
     "GPURunResult": ("podstack_jupyter.compute", "GPURunResult"),
     "sessions": ("podstack_jupyter.compute", "sessions"),
     "Client": ("podstack_jupyter.client", "Client"),
-    "registry": ("podstack_jupyter.tracking.registry", None),
+    "registry": ("podstack_jupyter.registry", None),
     "experiment": ("podstack_jupyter.tracking", "experiment"),
     "run": ("podstack_jupyter.tracking", "run"),
     "model": ("podstack_jupyter.models", "model"),
+    "ModelRegistry": ("podstack_jupyter.models", "ModelRegistry"),
+    "ModelManager": ("podstack_jupyter.models", "ModelManager"),
     "artifacts": ("podstack_jupyter.artifacts", None),
     "config": ("podstack_jupyter.config", None),
+    "events": ("podstack_jupyter.events", None),
+    "show_metrics": ("podstack_jupyter.widgets", "show_metrics"),
+    "show_runs": ("podstack_jupyter.widgets", "show_runs"),
+    "show_lineage": ("podstack_jupyter.widgets", "show_lineage"),
+    "show_artifacts": ("podstack_jupyter.widgets", "show_artifacts"),
+    "show_sessions": ("podstack_jupyter.widgets", "show_sessions"),
     "errors": ("podstack_jupyter.errors", None),
 }
 _ERRORS = (
     "PodstackError", "ConfigurationError", "AuthenticationError", "RateLimitError",
     "GPUNotAvailableError", "EnvironmentBuildError", "SerializationError", "ExecutionTimeoutError",
-    "RemoteExecutionError", "SessionDiedError", "CellSyntaxError", "InvalidArgumentError", "NotFoundError",
+    "RemoteExecutionError", "SessionDiedError", "CellSyntaxError", "StoreError", "PermissionDeniedError",
+    "InvalidArgumentError", "DuplicateError", "NotFoundError",
     "ExperimentNotFoundError", "RunNotFoundError", "ModelNotFoundError", "ArtifactNotFoundError",
     "ArtifactIntegrityError", "TreeHashMismatchError", "UnsafeArchiveError", "ArtifactInstallError",
+    "ModelSourceError", "ArtifactsUploadError", "ArtifactsDownloadError",
 )
 _LAZY.update({name: ("podstack_jupyter.errors", name) for name in _ERRORS})
 
@@ -74,15 +84,18 @@ def __dir__():
 
 def init(api_key: str | None = None, project_id: str | None = None, api_url: str | None = None,
          registry_url: str | None = None, **settings):
-    """Configure podstack for this process.
+    """Configure podstack for this process; returns the resolved settings.
 
     With no arguments (or never called) everything runs embedded: local
     kernels, a SQLite store and an artifact folder under ``~/.podstack``.
-    ``api_key``/``project_id``/``api_url``/``registry_url`` point at a
-    ``podstack server``; other keyword arguments are fields of
-    :class:`podstack_jupyter.config.Settings` (``home``, ``tracking_uri``,
-    ``artifact_root``, ``local_gpus``, ``idle_timeout``, ...).
-    Returns the resolved settings.
+    Keyword arguments are fields of :class:`podstack_jupyter.config.Settings`
+    (``home``, ``tracking_uri``, ``artifact_root``, ``local_gpus``,
+    ``idle_timeout``, ...).
+
+    ``registry_url`` (a ``podstack server``) with its ``api_key`` and
+    ``project_id`` is the tracking store when a store serves that URL's scheme;
+    this version has none for ``http(s)://``, so they are refused with a
+    ``ConfigurationError`` rather than accepted and ignored (and nothing changes).
     """
     from . import config
 

@@ -19,6 +19,8 @@ __all__ = ["main", "COMMANDS"]
 #: command modules, in the order ``--help`` lists them
 COMMANDS = [
     __name__,  # podstack info
+    "podstack_jupyter.tracking._cli",  # podstack runs, podstack experiments
+    "podstack_jupyter.models._cli",  # podstack models
     "podstack_jupyter.artifacts._cli",  # podstack artifacts
 ]
 

@@ -23,10 +23,13 @@ Topics published today (``data`` keys):
 =========================  ===================================================================
 ``metrics.logged``         ``run_id``, ``key``, ``steps``, ``values``, ``timestamps`` (lists)
 ``run.started``            ``run`` (the run record)
-``run.ended``              ``run_id``, ``status``
+``run.ended``              ``run_id``, ``status``, ``end_time``
 ``model.version_created``  ``model``, ``version``
 ``model.stage_changed``    ``model``, ``version``, ``stage``
 ``model.alias_changed``    ``model``, ``alias``, ``version`` (``None``: removed)
+``model.latest_changed``   ``model``, ``version`` (``set_latest_version``)
+``model.version_deleted``  ``model``, ``version``
+``model.deleted``          ``model``
 ``session.state``          ``session`` (``GPUSession.info()``), ``state``
 =========================  ===================================================================
 

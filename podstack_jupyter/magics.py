@@ -141,9 +141,11 @@ class PodstackMagics(Magics):
         if args.local:
             return run_in_shell(self.shell, cell, "<gpu --local>")
         from .compute import run_cell
+        from .widgets import gpu_status
 
-        return run_cell(self.shell, cell, spec, fresh=args.fresh, push=args.push, pull=args.pull,
-                        timeout=args.timeout, line_offset=line_offset)
+        with gpu_status(spec):  # a status line under the cell, where widgets can be drawn
+            return run_cell(self.shell, cell, spec, fresh=args.fresh, push=args.push, pull=args.pull,
+                            timeout=args.timeout, line_offset=line_offset)
 
     @line_magic("gpu")
     def gpu_line(self, line):
@@ -241,6 +243,9 @@ class PodstackMagics(Magics):
                 registry.set_tag("podstack.gpu", spec.describe())
 
             run_cell = lambda: self._run_gpu(first[len("%%gpu"):].strip(), body, 2, record_spec)  # noqa: E731
+        from .widgets import live_chart
+
+        run_cell = live_chart(self.shell, cell, run_cell)  # the run's live chart under the cell
         return run_tracked_cell(self.shell, cell, name=args.name, experiment=args.experiment, tags=tags,
                                 param_names=params, run_cell=run_cell)
 

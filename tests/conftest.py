@@ -38,3 +38,15 @@ def ip(_shell):
     _shell.reset(new_session=False)
     yield _shell
     sessions.stop("all")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (SeaweedFS on loopback) for the session: see tests/_services/s3.py."""
+    from _services.s3 import SeaweedS3, WeedNotFound
+
+    try:
+        with SeaweedS3.started(tmp_path_factory.mktemp("seaweedfs")) as server:
+            yield server
+    except WeedNotFound as exc:
+        pytest.skip(str(exc))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import abc
 import io
 import os
+import tempfile
 from pathlib import Path
 
-from ..errors import InvalidArgumentError
+from ..errors import ArtifactIntegrityError, InvalidArgumentError
 
-__all__ = ["ArtifactStore", "PROGRESS_BYTES", "progress_bar"]
+__all__ = ["ArtifactStore", "PROGRESS_BYTES", "progress_bar", "write_verified"]
 
 #: transfers of at least this many bytes show a tqdm progress bar (when no other bar is showing)
 PROGRESS_BYTES = 50 * 1024 * 1024
@@ -29,6 +30,30 @@ def progress_bar(total: int, description: str, progress: bool | None):
     if progress is None and len(getattr(tqdm, "_instances", ())) > 0:
         return None
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description, leave=False)
+
+
+def write_verified(dest_path, digest: str, copy, where: str) -> Path:
+    """Write blob ``digest`` to ``dest_path`` all or nothing: ``copy(out)`` writes the content to a
+    temporary file beside it and returns the sha256 it hashed on the way; the file is renamed into
+    place only if that is ``digest`` (else ``ArtifactIntegrityError``, and ``dest_path`` untouched)."""
+    dest = Path(dest_path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            found = copy(out)
+        if found != digest:
+            raise ArtifactIntegrityError(
+                f"blob {digest} in {where} is corrupt (its content hashes to {found}); "
+                f"nothing was written to {dest}. Log the artifact again.", digest=digest)
+        os.replace(tmp, dest)
+        return dest
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 class ArtifactStore(abc.ABC):

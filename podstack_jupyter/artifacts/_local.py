@@ -8,6 +8,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .._locks import hold, take_if_abandoned
+from ..config import private_folder
 from ..errors import ArtifactIntegrityError, ArtifactNotFoundError, InvalidArgumentError
 from ._base import ArtifactStore, progress_bar
 
@@ -15,8 +17,12 @@ __all__ = ["LocalArtifactStore"]
 
 _CHUNK = 1 << 20
 _INCOMING = ".incoming-"
-# a temporary file this old is left over from a killed process (a live upload keeps writing to it)
+# An upload holds a lock on its temporary file while it writes; a file nobody holds is left over
+# from a killed process and is removed once it is a minute old (the grace covers the moment between
+# creating the file and locking it). Without flock (Windows), only files a day old are removed.
+_DEAD_GRACE_SECONDS = 10
 _STALE_SECONDS = 24 * 3600
+_SWEEP_EVERY = 600  # seconds between sweeps by one store
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -53,6 +59,15 @@ def _copy_hashing(src, out, bar) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
+def _writer_is_dead(path) -> bool:
+    """Whether no process holds the upload lock on ``path`` (its writer died)."""
+    fd = take_if_abandoned(path)
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
+
+
 def _remove_quietly(path) -> None:
     try:
         os.unlink(path)
@@ -66,7 +81,8 @@ class LocalArtifactStore(ArtifactStore):
     A blob is streamed into a temporary file beside the shard folders (same file system),
     hashed on the way, flushed to disk and renamed to its digest, so a reader sees a whole
     blob or none, and a failed or interrupted upload leaves no blob behind (its temporary
-    file is removed; one left by a killed process is swept a day later). Content already
+    file is removed; one left by a killed process is swept by the next upload, since the
+    writer holds a lock on it while it lives). Content already
     stored is not rewritten. Reads through ``get_file`` hash what they copy and refuse a
     blob whose content no longer matches its name.
     """
@@ -74,7 +90,7 @@ class LocalArtifactStore(ArtifactStore):
     def __init__(self, root):
         self.root = Path(root).expanduser()
         self.blobs = self.root / "blobs"
-        self._swept = False
+        self._swept_at = None
 
     def __repr__(self):
         return f"LocalArtifactStore({str(self.root)!r})"
@@ -84,38 +100,46 @@ class LocalArtifactStore(ArtifactStore):
         digest = _check_digest(digest)
         return self.blobs / digest[:2] / digest[2:]
 
-    def _sweep_stale_incoming(self) -> None:
-        self._swept = True
-        cutoff = time.time() - _STALE_SECONDS
+    def sweep_incoming(self) -> int:
+        """Remove the temporary files of uploads whose process died; returns how many.
+        (Uploads call this now and then; a file is kept for its first seconds, before its writer locks it.)"""
+        now = self._swept_at = time.time()
         try:
             entries = list(os.scandir(self.blobs))
         except FileNotFoundError:
-            return
+            return 0
+        removed = 0
         for entry in entries:
-            if entry.name.startswith(_INCOMING):
-                try:
-                    if entry.stat().st_mtime < cutoff:
-                        os.unlink(entry.path)
-                except FileNotFoundError:
-                    pass
+            if not entry.name.startswith(_INCOMING):
+                continue
+            try:
+                age = now - entry.stat().st_mtime
+                if age > _STALE_SECONDS or (age > _DEAD_GRACE_SECONDS and _writer_is_dead(entry.path)):
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     def put_stream(self, stream, size_hint: int | None = None, progress: bool | None = None) -> tuple[str, int]:
-        self.blobs.mkdir(parents=True, exist_ok=True)
-        if not self._swept:
-            self._sweep_stale_incoming()
+        if not self.blobs.is_dir():
+            private_folder(self.blobs, tighten=False)  # only this user may read what is logged
+        if self._swept_at is None or time.time() - self._swept_at > _SWEEP_EVERY:
+            self.sweep_incoming()
         bar = progress_bar(size_hint or 0, "storing artifact", progress)
         fd, tmp = tempfile.mkstemp(prefix=_INCOMING, dir=self.blobs)
+        out = os.fdopen(fd, "wb")
         try:
-            with os.fdopen(fd, "wb") as out:
-                digest, size = _copy_hashing(stream, out, bar)
-                out.flush()
-                os.fsync(out.fileno())
+            hold(fd)  # until the file is renamed: "a live upload writes here"
+            digest, size = _copy_hashing(stream, out, bar)
+            out.flush()
+            os.fsync(out.fileno())
             final = self.path_of(digest)
             if final.is_file():  # same content already stored: keep it, drop the copy
                 os.unlink(tmp)
             else:
-                final.parent.mkdir(exist_ok=True)
-                os.chmod(tmp, 0o444)
+                final.parent.mkdir(mode=0o700, exist_ok=True)
+                os.chmod(tmp, 0o400)  # read-only, and this user's alone
                 # atomic; when two writers race on the same digest both files hold the same bytes
                 try:
                     os.replace(tmp, final)
@@ -129,6 +153,7 @@ class LocalArtifactStore(ArtifactStore):
             _remove_quietly(tmp)
             raise
         finally:
+            out.close()  # releases the lock, after the rename
             if bar is not None:
                 bar.close()
 

@@ -90,6 +90,7 @@ class register(_AfterSuccess):  # noqa: N801 - used like a function
 
     def _act(self, started_at: float):
         from ..tracking import registry
+        from .registry import register_model
 
         run = registry.active_run()
         run_id = run.id if run is not None else getattr(_run_ended_since(registry, started_at), "id", None)
@@ -98,8 +99,8 @@ class register(_AfterSuccess):  # noqa: N801 - used like a function
                 f"podstack.model.register({self.name!r}) found no run to register a model from: stack it with "
                 "@podstack.run (or start a run with `with registry.start_run(...)` inside it), or call "
                 "registry.register_model(name, run_id=...) directly")
-        return registry.register_model(self.name, run_id=run_id, description=self.description,
-                                       artifact_path=self.artifact_path)
+        return register_model(self.name, run_id=run_id, description=self.description,
+                              artifact_path=self.artifact_path)
 
 
 class promote(_AfterSuccess):  # noqa: N801
@@ -124,9 +125,9 @@ class promote(_AfterSuccess):  # noqa: N801
         return f"podstack.model.promote(name={self.name!r}, version={self.version}, stage={self.stage!r})"
 
     def _act(self, started_at: float):
-        from ..tracking import registry
+        from .registry import set_model_stage
 
-        return registry.set_model_stage(self.name, self.version, self.stage, archive_existing=self.archive_existing)
+        return set_model_stage(self.name, self.version, self.stage, archive_existing=self.archive_existing)
 
 
 class _Model:

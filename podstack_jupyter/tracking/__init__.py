@@ -1,20 +1,26 @@
-"""The tracking plane: experiments, runs, params, metrics, datasets, artifacts, the model registry.
+"""The tracking plane: experiments, runs, params, metrics, tags, datasets, artifacts.
 
-The user-facing API is the module :mod:`podstack_jupyter.tracking.registry`
-(``podstack.registry``) and the decorators / context managers ``experiment`` and
-``run`` here (``podstack.experiment``, ``podstack.run``). Records are kept by a
-:class:`Store` (``current_store()``; ``use_store()`` swaps it, e.g. for a relay).
+Two layers, as MLflow's fluent API over ``MlflowClient``: :class:`TrackingClient`, stateless,
+by explicit id, holding every rule and validation; and :mod:`.registry`, the notebook's state
+(current experiment, active runs, the metric buffer), which delegates to it and is the
+tracking half of ``podstack.registry``. The decorators / context managers ``experiment`` and
+``run`` are ``podstack.experiment`` and ``podstack.run``. Records are kept by a :class:`Store`
+chosen by its URL's scheme (``open_store(url)``; ``current_store()`` is the notebook's,
+``use_store()`` swaps it, e.g. for a relay). The model registry is :mod:`podstack_jupyter.models`,
+which uses this plane; this plane does not import it.
 """
 
 from __future__ import annotations
 
 from ._entities import Dataset, Experiment, MetricHistory, MetricPoint, ModelVersion, RegisteredModel
 from ._scopes import experiment, run
+from .client import TrackingClient
 from .runs import Run
-from .store import MODEL_STAGES, RUN_STATUSES, Store, current_store
+from .store import MODEL_STAGES, RUN_STATUSES, Store, current_store, open_store, register_store
 
-__all__ = ["experiment", "run", "Run", "Experiment", "Dataset", "MetricPoint", "MetricHistory", "RegisteredModel",
-           "ModelVersion", "Store", "SQLStore", "current_store", "use_store", "RUN_STATUSES", "MODEL_STAGES"]
+__all__ = ["experiment", "run", "TrackingClient", "Run", "Experiment", "Dataset", "MetricPoint", "MetricHistory",
+           "RegisteredModel", "ModelVersion", "Store", "SQLStore", "open_store", "register_store", "current_store",
+           "use_store", "RUN_STATUSES", "MODEL_STAGES"]
 
 
 def __getattr__(name):

@@ -25,6 +25,7 @@ import datetime as _dt
 import re
 
 from ..errors import InvalidArgumentError
+from . import _validate as V
 from .store import RUN_STATUSES
 
 __all__ = ["parse_filter", "dict_clauses", "parse_order_by"]
@@ -76,7 +77,7 @@ def _literal(kind: str, token: str):
 
 def _epoch(value, what):
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return V.number(f"search: {what}", value)
     if isinstance(value, _dt.datetime):
         moment = value
     else:
@@ -102,11 +103,14 @@ def _subject(ident: str) -> tuple[str, str]:
         raise InvalidArgumentError(f"search filter: unknown prefix {head!r} in {ident!r}; "
                                    "use metrics., params., tags., attributes. or datasets.")
     key = rest[1:-1] if rest.startswith("`") else rest
-    return kind, key
+    return kind, V.key(f"search: the {kind} name in {head}.", key)
 
 
 def make_clause(kind: str, key: str, op: str, value) -> dict:
     """One validated clause ``{"kind", "key", "op", "value"}``."""
+    if not isinstance(op, str):
+        raise InvalidArgumentError(f"search: the operator for {kind} {key!r} must be text like '>', got {op!r}")
+    key = V.key(f"search: {kind} name", key)
     op = _OP_ALIASES.get(op.upper(), op.upper())
     many = op in ("IN", "NOT IN")
     values = list(value) if many else [value]
@@ -117,14 +121,16 @@ def make_clause(kind: str, key: str, op: str, value) -> dict:
             raise InvalidArgumentError(f"search: metrics.{key} takes {list(_NUMERIC_OPS)}, not {op}")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             raise InvalidArgumentError(f"search: metrics.{key} compares with numbers, got {value!r}")
-        values = [float(v) for v in values]
+        values = [V.number(f"search: the value for metrics.{key}", v) for v in values]
     elif kind in ("param", "tag"):
         if op not in _TEXT_OPS:
             raise InvalidArgumentError(f"search: {kind}s.{key} takes {list(_TEXT_OPS)}, not {op}")
-        if kind == "tag" or op in ("LIKE", "ILIKE"):
-            values = [str(v) for v in values]
-        elif any(isinstance(v, bool) for v in values):
-            values = [str(v) for v in values]
+        if kind == "tag" or op in ("LIKE", "ILIKE") or any(isinstance(v, bool) for v in values):
+            values = [V.value_text(f"search: the value for {kind}s.{key}", v) for v in values]
+        else:
+            values = [V.number(f"search: the value for {kind}s.{key}", v)
+                      if isinstance(v, (int, float)) else V.value_text(f"search: the value for {kind}s.{key}", v)
+                      for v in values]
     elif kind == "attribute":
         if key not in _ATTRIBUTES:
             raise InvalidArgumentError(f"search: unknown run attribute {key!r}; use one of {list(_ATTRIBUTES)}")
@@ -132,8 +138,10 @@ def make_clause(kind: str, key: str, op: str, value) -> dict:
             raise InvalidArgumentError(f"search: {key} takes {list(_TEXT_OPS)}, not {op}")
         if key in ("start_time", "end_time"):
             values = [_epoch(v, key) for v in values]
-        elif key == "status":
-            bad = [v for v in values if v not in RUN_STATUSES] if op in ("=", "!=", "IN", "NOT IN") else []
+        else:
+            values = [V.value_text(f"search: the value for {key}", v) for v in values]
+            bad = [v for v in values if v not in RUN_STATUSES] if key == "status" and op in ("=", "!=", "IN", "NOT IN") \
+                else []
             if bad:
                 raise InvalidArgumentError(f"search: status {bad[0]!r} is not one of {list(RUN_STATUSES)}")
     elif kind == "dataset":
@@ -142,7 +150,7 @@ def make_clause(kind: str, key: str, op: str, value) -> dict:
                                        f"use one of {list(_DATASET_FIELDS)}")
         if op not in _TEXT_OPS:
             raise InvalidArgumentError(f"search: datasets.{key} takes {list(_TEXT_OPS)}, not {op}")
-        values = [str(v) for v in values]
+        values = [V.value_text(f"search: the value for datasets.{key}", v) for v in values]
     else:
         raise InvalidArgumentError(f"search: unknown clause kind {kind!r}")
     return {"kind": kind, "key": key, "op": op, "value": values if many else values[0]}
@@ -249,7 +257,9 @@ def dict_clauses(kind: str, conditions) -> list[dict]:
                         from None
             else:
                 op, value = "=", item
-            clauses.append(make_clause(kind, str(key), op, value))
+            if not isinstance(key, str):
+                raise InvalidArgumentError(f"search_runs: {kind}s= names are text, got {key!r}")
+            clauses.append(make_clause(kind, key, op, value))
     return clauses
 
 

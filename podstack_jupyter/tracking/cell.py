@@ -43,7 +43,7 @@ def run_tracked_cell(shell, cell: str, *, name: str | None = None, experiment: s
     namespace = shell.user_ns
     before = {n: namespace.get(n, _MISSING) for n in names}
     # --experiment applies to this run only; the notebook's current experiment stays
-    experiment_id = registry._ensure_experiment(experiment).id if experiment else None
+    experiment_id = registry.client().ensure_experiment(experiment).id if experiment else None
     run = registry.start_run(name=name, nested=active_runs.top() is not None, tags=tags, source=cell,
                              experiment_id=experiment_id)
 

@@ -13,10 +13,11 @@ import os
 from pathlib import Path
 
 from ..errors import InvalidArgumentError
+from . import _validate as V
 from .store import DATASET_CONTEXTS, SOURCE_TYPES
 
 __all__ = ["MAX_DIGEST_BYTES", "file_digest", "dataframe_digest", "dataframe_schema", "dataframe_profile",
-           "source_type_of", "describe"]
+           "source_type_of", "describe", "check_record"]
 
 MAX_DIGEST_BYTES = 500 * 1024 * 1024
 _BLOCK = 1024 * 1024
@@ -94,13 +95,12 @@ def dataframe_digest(df) -> str:
 
 def describe(name, path, df, context, digest, source_type, tags) -> dict:
     """Validate ``log_dataset``'s arguments and compute what the record needs (no id, no times)."""
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidArgumentError(f"log_dataset: name must be a non-empty string, got {name!r}")
+    name = V.name("log_dataset: name", name)
     if context not in DATASET_CONTEXTS:
         raise InvalidArgumentError(f"log_dataset: context {context!r} is not one of {list(DATASET_CONTEXTS)}")
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise InvalidArgumentError(f"log_dataset: path must be a file path or URI string, got {type(path).__name__}")
-    source = os.fspath(path) if path is not None else ""
+    source = V.text("log_dataset: path", os.fspath(path), V.MAX_VALUE) if path is not None else ""
     if source_type is None:
         source_type = source_type_of(source)
     if source_type not in SOURCE_TYPES:
@@ -112,8 +112,7 @@ def describe(name, path, df, context, digest, source_type, tags) -> dict:
         if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest.lower())):
             raise InvalidArgumentError(f"log_dataset: digest must be a 64-character hex SHA-256, got {digest!r}")
         digest = digest.lower()
-    if tags is not None and not isinstance(tags, dict):
-        raise InvalidArgumentError(f"log_dataset: tags must be a dict, got {type(tags).__name__}")
+    tags = V.string_dict("log_dataset: tags", tags) if tags is not None else {}
     if source_type == "local" and source and digest is None:
         if not os.path.exists(source):
             raise InvalidArgumentError(f"log_dataset: {source!r} does not exist (pass an existing file or folder, "
@@ -124,4 +123,37 @@ def describe(name, path, df, context, digest, source_type, tags) -> dict:
     return {"name": name, "digest": digest or "", "source_type": source_type, "source": source,
             "schema": dataframe_schema(df) if df is not None else {},
             "profile": dataframe_profile(df) if df is not None else {},
-            "tags": {str(k): str(v) for k, v in (tags or {}).items()}}
+            "tags": tags}
+
+
+_MAX_PROFILE_CHARS = 1024 * 1024
+
+
+def check_record(record, context) -> dict:
+    """A record made by :func:`describe` elsewhere (a GPU session), checked field by field."""
+    import json
+
+    if not isinstance(record, dict):
+        raise InvalidArgumentError(f"a dataset record is a dict of describe()'s fields, got {type(record).__name__}")
+    if context not in DATASET_CONTEXTS:
+        raise InvalidArgumentError(f"log_dataset: context {context!r} is not one of {list(DATASET_CONTEXTS)}")
+    name = V.name("log_dataset: name", record.get("name"))
+    source = V.text("log_dataset: path", record.get("source", ""), V.MAX_VALUE)
+    source_type = record.get("source_type")
+    if source_type not in SOURCE_TYPES:
+        raise InvalidArgumentError(f"log_dataset: source_type {source_type!r} is not one of {list(SOURCE_TYPES)}")
+    digest = record.get("digest") or ""
+    if digest and not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise InvalidArgumentError(f"log_dataset: digest must be a 64-character hex SHA-256, got {digest!r}")
+    schema = V.string_dict("log_dataset: schema", record.get("schema") or {})
+    profile = record.get("profile") or {}
+    if not isinstance(profile, dict):
+        raise InvalidArgumentError(f"log_dataset: profile must be a dict, got {type(profile).__name__}")
+    try:
+        shown = json.dumps(profile, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"log_dataset: profile must hold JSON values ({exc})") from None
+    V.text("log_dataset: profile", shown, _MAX_PROFILE_CHARS)
+    tags = V.string_dict("log_dataset: tags", record.get("tags") or {})
+    return {"name": name, "digest": digest, "source_type": source_type, "source": source, "schema": schema,
+            "profile": profile, "tags": tags}

@@ -20,7 +20,7 @@ from podstack_jupyter.errors import InvalidArgumentError
 
 @pytest.fixture
 def tracked_run(tmp_path):
-    from podstack_jupyter.tracking import registry
+    from podstack_jupyter import registry
 
     registry._reset_store()
     model = tmp_path / "model"
@@ -55,7 +55,7 @@ def test_a_runs_artifacts_publish_to_an_entry_that_installs(tracked_run, tmp_pat
 
 
 def test_a_model_version_publishes_its_files(tracked_run, tmp_path):
-    from podstack_jupyter.tracking import registry
+    from podstack_jupyter import registry
 
     run_id, model = tracked_run
     version = registry.register_model("sentiment", run_id=run_id, artifact_path="model")

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from podstack_jupyter.errors import InvalidArgumentError, ModelNotFoundError, RunNotFoundError
-from podstack_jupyter.tracking import registry
+from podstack_jupyter import registry
 
 pd = pytest.importorskip("pandas")
 
@@ -75,7 +75,7 @@ def test_uris_folders_and_given_digests(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"name": ""}, "name must be a non-empty string"),
+    ({"name": ""}, "name must be non-empty text"),
     ({"name": "x", "context": "train"}, "context 'train' is not one of"),
     ({"name": "x", "path": "/no/such/file.csv"}, "does not exist"),
     ({"name": "x", "source_type": "ftp", "path": "ftp://x"}, "source_type 'ftp' is not one of"),

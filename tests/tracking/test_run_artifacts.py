@@ -8,7 +8,7 @@ import os
 import pytest
 
 from podstack_jupyter.errors import ArtifactNotFoundError, InvalidArgumentError
-from podstack_jupyter.tracking import registry
+from podstack_jupyter import registry
 
 
 def _require(module_name, attribute):

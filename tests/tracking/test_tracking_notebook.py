@@ -29,6 +29,6 @@ def test_end_to_end_notebook_shows_the_lineage(store_url, podstack_home, tmp_pat
     assert "2 unique dataset(s) across all versions" in text[4]
     assert "Production model trained on approved data: True" in text[4]
     # the notebook wrote to this test's home
-    from podstack_jupyter.tracking import registry
+    from podstack_jupyter import registry
 
     assert [v.version for v in registry.get_model("sentiment-bert").versions] == [1, 2, 3]

@@ -112,9 +112,9 @@ def publish_model_version(model_name: str, version: int | None = None, name: str
                           toml_path="Artifacts.toml", **options) -> dict:
     """Publish a registered model version's files (the latest version by default) as artifact
     ``name`` (default: the model's name); options as ``publish_run_artifacts``."""
-    from ...tracking import registry
+    from ...models.registry import get_model_version  # the model registry lives in models (issue 7)
 
-    mv = registry.get_model_version(model_name, version)
+    mv = get_model_version(model_name, version)
     if not mv.run_id:
         raise InvalidArgumentError(f"model {model_name!r} version {mv.version} records no run, so no files to publish")
     metadata = {"model": model_name, "model_version": mv.version, **(options.pop("metadata", None) or {})}

@@ -7,6 +7,13 @@ GPU node needs no route to the database). Ids of new things (experiments,
 runs, datasets, models, versions) are uuid4 strings made by the caller, so the
 create calls need no reply. Times are float seconds since the epoch (UTC).
 
+Errors: a write that names a run, experiment, model or version that does not exist raises
+the matching ``NotFoundError`` (``RunNotFoundError``...) and writes nothing; a store that
+cannot do a call (database locked past its wait, unreachable, refusing the data) raises
+``StoreError`` and has written nothing. Values are checked by the caller
+(:class:`~podstack_jupyter.tracking.TrackingClient`) against the limits of
+:mod:`podstack_jupyter.tracking._validate`, which every store must hold.
+
 Records returned (dicts):
 
 experiment
@@ -22,15 +29,23 @@ artifact
     ``{"path", "digest", "size", "created_at"}``
 registered model
     ``{"id", "name", "description", "tags": {}, "created_at", "updated_at",
-    "versions": [model version...], "aliases": {alias: version}}``
+    "versions": [model version...], "aliases": {alias: version}}``, and (issue 12)
+    ``"owner", "category", "state"`` (``LIVE``/``ARCHIVED``), ``"latest_version"`` (the
+    number ``set_latest_version`` pinned, ``None``: the newest), ``"last_version"`` (the
+    highest number ever issued) and ``"properties": {}`` (typed metadata)
 model version
     ``{"id", "model_id", "version", "run_id", "stage", "source", "framework",
-    "description", "created_at", "updated_at"}``
+    "description", "created_at", "updated_at"}``, and (issue 12) ``"name"`` (unique per
+    model), ``"uri", "model_format_name", "model_format_version", "storage_key",
+    "storage_path", "author"`` and ``"properties": {}`` (typed metadata: bool, int, float, str)
+artifact tag
+    ``{"name", "run_id", "created_at"}``
 """
 
 from __future__ import annotations
 
 import abc
+import itertools
 
 __all__ = ["Store", "RUN_STATUSES", "MODEL_STAGES", "DATASET_CONTEXTS", "SOURCE_TYPES"]
 
@@ -76,6 +91,10 @@ class Store(abc.ABC):
         found = self.get_runs([run_id])
         return found[0] if found else None
 
+    def has_run(self, run_id: str) -> bool:
+        """Whether a run with this id exists (cheaper than ``get_run`` where a store can)."""
+        return self.get_run(run_id) is not None
+
     @abc.abstractmethod
     def search_runs(self, query: dict) -> list:
         """Runs matching ``query``: ``{"experiment_ids": [..] | None, "statuses": [..] | None,
@@ -97,6 +116,15 @@ class Store(abc.ABC):
     def log_metrics(self, points: list) -> None:
         """Append metric points ``[run_id, key, value, step, timestamp]`` in one transaction
         and keep each (run, key)'s latest value (highest step, then newest) current."""
+
+    def log_metric_series(self, series: list) -> None:
+        """Append metric points given per metric, ``[(run_id, key, steps, values, timestamps)]`` (equal-length
+        lists in logging order), in one transaction: the same as ``log_metrics`` with those points, without
+        a tuple per point (the metric flusher writes this way). Stores that take columns override it."""
+        points = []
+        for run_id, key, steps, values, stamps in series:
+            points += zip(itertools.repeat(run_id), itertools.repeat(key), values, steps, stamps)
+        self.log_metrics(points)
 
     @abc.abstractmethod
     def get_metric_history(self, run_id: str, key: str) -> dict:
@@ -154,6 +182,53 @@ class Store(abc.ABC):
     def get_model_lineage(self, model_id: str) -> dict | None:
         """``{"model_id", "versions": [{"version", "stage", "run_id", "run_name", "datasets": [...]}]}``,
         newest version first; ``None`` if there is no such model."""
+
+    # -- model registry, richer (issue 12) ------------------------------------------------------
+    # create_model_version also takes "name" (None: the automatic "_v<number>"), "uri",
+    # "model_format_name", "model_format_version", "storage_key", "storage_path", "author" and
+    # "properties"; a name the model already has is a DuplicateError. A new version becomes the
+    # model's latest (a pinned latest_version is cleared). update_model_version also sets those
+    # fields (not "name").
+    @abc.abstractmethod
+    def update_registered_model(self, model_id: str, fields: dict, updated_at: float) -> None:
+        """Set some of ``description``, ``owner``, ``category``, ``tags`` (dict), ``state``,
+        ``latest_version`` (a version number of the model, or ``None``) and ``properties``."""
+
+    @abc.abstractmethod
+    def delete_model_version(self, model_id: str, version: int) -> None:
+        """Remove a version and the aliases pointing at it (a latest pointer at it is cleared);
+        ``ModelNotFoundError`` if there is no such version. The model stays, even with no versions."""
+
+    @abc.abstractmethod
+    def delete_registered_model(self, model_id: str) -> None:
+        """Remove a model with its versions and aliases (nothing happens if it does not exist)."""
+
+    @abc.abstractmethod
+    def page_registered_models(self, order_by: str, ascending: bool, limit: int, after: list | None) -> list:
+        """Up to ``limit`` registered models ordered by ``order_by`` (``created_at``, ``updated_at``
+        or ``id``; ties by id), starting after the model whose ``[value, id]`` is ``after``."""
+
+    @abc.abstractmethod
+    def page_model_versions(self, model_id: str, order_by: str, ascending: bool, limit: int,
+                            after: list | None) -> list:
+        """Up to ``limit`` versions of a model, ordered and continued as ``page_registered_models``."""
+
+    # -- tagged artifact sets (issue 12) ---------------------------------------------------------
+    @abc.abstractmethod
+    def create_artifact_tag(self, name: str, run_id: str, created_at: float) -> dict:
+        """Bind tag ``name`` to a run; ``DuplicateError`` if the tag exists (it is never moved),
+        ``RunNotFoundError`` if the run does not."""
+
+    @abc.abstractmethod
+    def get_artifact_tag(self, name: str) -> dict | None: ...
+
+    @abc.abstractmethod
+    def list_artifact_tags(self) -> list:
+        """Every tag, by name."""
+
+    @abc.abstractmethod
+    def delete_artifact_tag(self, name: str) -> bool:
+        """Remove a tag (the run and its files stay); whether there was one."""
 
     def close(self) -> None:
         """Release connections."""

@@ -4,10 +4,19 @@ Opening a store brings its schema to the newest Alembic revision (the scripts
 ship in ``migrations/``), under a lock so that two processes opening a fresh
 database at once do not both create it.
 
-SQLite runs in WAL mode with a 30 s busy timeout, and every write transaction
-starts with ``BEGIN IMMEDIATE``: two processes logging into the same file wait
-for each other instead of failing. Metric points are appended with one
-row per (run, key) and batch: packed arrays of steps, values and timestamps.
+SQLite runs in WAL mode, and every write transaction starts with ``BEGIN
+IMMEDIATE``: two processes logging into the same file wait for each other
+instead of failing. A database another process keeps locked is waited for
+(``lock_timeout``, 60 s by default, with a warning every ``busy_timeout``), then
+reported as a ``StoreError``; every failure of the database is a ``StoreError``
+saying what happened, and the failed call has written nothing (one transaction
+per call). Writes that name a run, experiment or model that does not exist raise
+the matching ``NotFoundError`` and write nothing.
+
+The calls a run makes on its way (create, params, tags, end, read back) use the
+driver's cursor directly: SQLAlchemy's statement layer cost more than the
+database itself. Metric points are appended with one row per (run, key) and
+batch: packed arrays of steps, values and timestamps.
 """
 
 from __future__ import annotations
@@ -15,28 +24,38 @@ from __future__ import annotations
 import array
 import base64
 import contextlib
+import functools
 import hashlib
 import json
+import logging
 import math
 import operator
 import sys
 import threading
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 
-from ...errors import ConfigurationError, InvalidArgumentError
+from ...errors import (ConfigurationError, DuplicateError, ExperimentNotFoundError, InvalidArgumentError,
+                       ModelNotFoundError,
+                       PodstackError, RunNotFoundError, StoreError)
 from . import _schema as S
 from ._base import Store
 
 __all__ = ["SQLStore", "upgrade"]
 
+log = logging.getLogger("podstack.tracking")
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _CHUNK = 500  # ids per IN (...) list
-_SQLITE_BUSY_MS = 30_000
+_BUSY_TIMEOUT = 5.0   # seconds SQLite waits for a lock within one attempt
+_LOCK_TIMEOUT = 60.0  # seconds a call waits in all for a database another process keeps locked
 _PG_MIGRATION_LOCK = 0x706F6473  # "pods": advisory lock id held while migrating
+_WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024  # a WAL this large is copied back by the background thread
+_WAL_AUTOCHECKPOINT_PAGES = 20_000       # SQLite's own checkpoint (80 MB), should that thread fall behind
 
 
 def _dumps(value):
@@ -56,7 +75,6 @@ def _number(text: str):
     return number if math.isfinite(number) else None
 
 
-_STEP = operator.itemgetter(3)
 _BIG_ENDIAN = sys.byteorder == "big"
 
 
@@ -77,7 +95,18 @@ def _chunks(items, size=_CHUNK):
         yield items[i:i + size]
 
 
-def _engine_for(url_text: str) -> sa.engine.Engine:
+def _private_database(path: Path) -> None:
+    """The database file private to the user (0600) before SQLite opens it: SQLite gives its WAL
+    and shared-memory files the database file's mode when it creates them."""
+    from ...config import private_file, private_folder
+
+    private_folder(path.parent, tighten=False)
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file is path or file.exists():
+            private_file(file)
+
+
+def _engine_for(url_text: str, busy_timeout: float = _BUSY_TIMEOUT) -> sa.engine.Engine:
     try:
         url = make_url(url_text)
     except sa.exc.ArgumentError as exc:
@@ -88,22 +117,25 @@ def _engine_for(url_text: str) -> sa.engine.Engine:
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         memory = database in ("", ":memory:") or database.startswith("file::memory:")
-        if not memory:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {"connect_args": {"check_same_thread": False, "timeout": _SQLITE_BUSY_MS / 1000}}
+        if not memory and not database.startswith("file:"):
+            _private_database(Path(database).expanduser())
+        kwargs = {"connect_args": {"check_same_thread": False, "timeout": busy_timeout}}
         if memory:
             kwargs["poolclass"] = sa.pool.StaticPool
-        engine = sa.create_engine(url, **kwargs)
+        # every transaction here ends with a commit or a rollback of its own: no reset on return
+        engine = sa.create_engine(url, pool_reset_on_return=None, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection, _record):
             # Let SQLAlchemy's "begin" event below issue BEGIN itself (pysqlite's own is deferred-only).
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
-            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             if not memory:
                 cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = NORMAL")
+                # the background _Checkpointer copies the WAL back; SQLite's own is the fallback
+                cursor.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -128,6 +160,40 @@ def _engine_for(url_text: str) -> sa.engine.Engine:
         raise ConfigurationError(
             f"cannot open tracking store {url.render_as_string(hide_password=True)}: {exc}. "
             "For PostgreSQL install the driver: pip install 'podstack-jupyter[postgres]'") from None
+
+
+class _Checkpointer(threading.Thread):
+    """Copies a SQLite WAL back into the database file from a background thread.
+
+    SQLite's automatic checkpoint runs inside the commit that crosses its threshold, and
+    its copy and fsync made that commit cost milliseconds: creating a run was 2x slower on
+    average. A passive checkpoint here does the same work beside the writers, which go on
+    appending to the WAL meanwhile.
+    """
+
+    def __init__(self, path: str, busy_timeout: float):
+        super().__init__(name="podstack-wal-checkpoint", daemon=True)
+        self.path, self.wal, self.busy_timeout = path, path + "-wal", busy_timeout
+        self.stopped = threading.Event()
+
+    def run(self):
+        import os
+        import sqlite3
+
+        connection = None
+        try:
+            while not self.stopped.wait(0.5):
+                try:
+                    if os.path.getsize(self.wal) < _WAL_CHECKPOINT_BYTES:
+                        continue
+                    if connection is None:
+                        connection = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except (OSError, sqlite3.Error) as exc:  # the next commit's automatic checkpoint will do
+                    log.debug("podstack: background WAL checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            if connection is not None:
+                connection.close()
 
 
 def _alembic_config(connection=None):
@@ -160,26 +226,82 @@ def upgrade(engine: sa.engine.Engine) -> str:
     return head
 
 
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "database is locked" in text or "database table is locked" in text or "database is busy" in text
+
+
+def _from_the_database(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database driver's (SQLAlchemy's, sqlite3's, psycopg's), not this code's."""
+    import sqlite3
+
+    return isinstance(exc, (sa.exc.SQLAlchemyError, sqlite3.Error)) or type(exc).__module__.startswith("psycopg")
+
+
+def _guarded(method):
+    """Run a store call as one attempt after another while the database is locked by another
+    process (up to ``lock_timeout``), and turn the database's own errors into ``StoreError``
+    (errors of this code itself stay what they are)."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        deadline = None
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                if not _from_the_database(exc):
+                    raise
+                if not _is_lock_error(exc):
+                    raise self._store_error(method.__name__, exc) from exc
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now - self.busy_timeout + self.lock_timeout
+                if now >= deadline:
+                    raise StoreError(
+                        f"{method.__name__}: the tracking database {self._safe_url()} stayed locked by another "
+                        f"process for {self.lock_timeout:.0f} s; nothing was written by this call. Another program "
+                        "holds a write transaction open on it: end that program (or its transaction) and retry.") \
+                        from None
+                log.warning("podstack: the tracking database %s is locked by another process; still waiting "
+                            "(%s, up to %.0f s in all)", self._safe_url(), method.__name__, self.lock_timeout)
+
+    return call
+
+
+def _open_schema(store) -> None:
+    upgrade(store._engine)
+
+
 class SQLStore(Store):
     """The tracking store in a SQL database: ``SQLStore("sqlite:////path/podstack.db")`` or
-    ``SQLStore("postgresql://user@host/db")``. The schema is created or upgraded on open."""
+    ``SQLStore("postgresql://user@host/db")``. The schema is created or upgraded on open.
 
-    def __init__(self, url: str):
+    ``busy_timeout``: seconds SQLite waits for another writer within one attempt;
+    ``lock_timeout``: seconds a call waits in all before a ``StoreError``."""
+
+    def __init__(self, url: str, *, busy_timeout: float = _BUSY_TIMEOUT, lock_timeout: float = _LOCK_TIMEOUT):
         self.url = url
-        self._engine = _engine_for(url)
+        self.busy_timeout, self.lock_timeout = float(busy_timeout), float(lock_timeout)
+        self._engine = _engine_for(url, self.busy_timeout)
         self.dialect = self._engine.dialect.name
+        self._sqlite = self.dialect == "sqlite"
+        database = self._engine.url.database or ""
+        self._wal_path = database if self._sqlite and database not in ("", ":memory:") and \
+            not database.startswith("file:") else None
+        self._checkpointer: _Checkpointer | None = None
         self._ph = "?" if self._engine.dialect.paramstyle == "qmark" else "%s"
         try:
-            upgrade(self._engine)
-        except sa.exc.OperationalError as exc:
+            _guarded(_open_schema)(self)
+        except PodstackError as exc:
             self._engine.dispose()
-            raise ConfigurationError(f"cannot open tracking store {self._safe_url()}: {exc.orig}") from None
+            reason = exc.message.partition(": ")[2] or exc.message  # without the "_open_schema:" of the call
+            raise ConfigurationError(f"cannot open tracking store {self._safe_url()}: {reason}") from None
         self._latest_sql = self._sql(
             'INSERT INTO latest_metrics (run_id, key, value, step, "timestamp") VALUES (?, ?, ?, ?, ?) '
             'ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, step = excluded.step, '
             '"timestamp" = excluded."timestamp" WHERE excluded.step > latest_metrics.step OR '
             '(excluded.step = latest_metrics.step AND excluded."timestamp" >= latest_metrics."timestamp")')
-        self._closed = threading.Event()
 
     def __repr__(self):
         return f"SQLStore({self._safe_url()!r})"
@@ -187,8 +309,47 @@ class SQLStore(Store):
     def _safe_url(self):
         return make_url(self.url).render_as_string(hide_password=True)
 
+    def _store_error(self, what: str, exc: BaseException) -> StoreError:
+        orig = getattr(exc, "orig", None) or exc
+        kind = type(orig).__name__
+        text = str(orig).strip().splitlines()[0] if str(orig).strip() else kind
+        if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or kind in ("OperationalError",
+                                                                                       "InterfaceError"):
+            hint = "the database could not be reached or used; check that it is running and reachable, then retry"
+        else:
+            hint = "the database refused the call; nothing was written"
+        return StoreError(f"{what}: {hint} ({self._safe_url()}: {kind}: {text})")
+
     def _sql(self, text: str) -> str:
         return text if self._ph == "?" else text.replace("?", "%s")
+
+    @contextlib.contextmanager
+    def _cursor(self, write: bool):
+        """A driver cursor in one transaction (SQLite writes: ``BEGIN IMMEDIATE``), committed when
+        the block ends and rolled back if it raises."""
+        if write and self._wal_path is not None and (self._checkpointer is None or not self._checkpointer.is_alive()):
+            self._checkpointer = _Checkpointer(str(Path(self._wal_path).expanduser()), self.busy_timeout)
+            self._checkpointer.start()
+        conn = self._engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            try:
+                if self._sqlite:
+                    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield cur
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                cur.close()
+        finally:
+            conn.close()
+
+    def _require_run(self, cur, run_id) -> None:
+        cur.execute(self._sql("SELECT 1 FROM runs WHERE id = ?"), (run_id,))
+        if cur.fetchone() is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
 
     @contextlib.contextmanager
     def _write(self):
@@ -203,6 +364,11 @@ class SQLStore(Store):
             finally:
                 conn.rollback()
 
+    @staticmethod
+    def _require_run_core(conn, run_id) -> None:
+        if conn.execute(select(S.runs.c.id).where(S.runs.c.id == run_id)).first() is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+
     def _upsert(self, conn, table, rows: list, keys: tuple, update: tuple):
         if not rows:
             return
@@ -216,6 +382,8 @@ class SQLStore(Store):
         conn.execute(stmt, rows)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stopped.set()
         self._engine.dispose()
 
     # -- experiments ---------------------------------------------------------------------------
@@ -257,16 +425,24 @@ class SQLStore(Store):
 
     # -- runs ----------------------------------------------------------------------------------
     def create_run(self, run):
-        with self._write() as conn:
-            conn.execute(S.runs.insert().values(
-                id=run["id"], experiment_id=run["experiment_id"], name=run.get("name"),
-                parent_run_id=run.get("parent_run_id"), status=run.get("status", "running"),
-                start_time=run["start_time"], end_time=run.get("end_time"), source=run.get("source"),
-                gpu=_dumps(run.get("gpu"))))
+        sql = self._sql
+        with self._cursor(write=True) as cur:
+            cur.execute(sql("SELECT 1 FROM experiments WHERE id = ?"), (run["experiment_id"],))
+            if cur.fetchone() is None:
+                raise ExperimentNotFoundError(f"no experiment with id {run['experiment_id']!r}")
+            if run.get("parent_run_id") is not None:
+                cur.execute(sql("SELECT 1 FROM runs WHERE id = ?"), (run["parent_run_id"],))
+                if cur.fetchone() is None:
+                    raise RunNotFoundError(f"no run with id {run['parent_run_id']!r} (the parent run)")
+            cur.execute(sql("INSERT INTO runs (id, experiment_id, name, parent_run_id, status, start_time, end_time, "
+                            "source, gpu) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                        (run["id"], run["experiment_id"], run.get("name"), run.get("parent_run_id"),
+                         run.get("status", "running"), run["start_time"], run.get("end_time"), run.get("source"),
+                         _dumps(run.get("gpu"))))
             tags = run.get("tags") or {}
             if tags:
-                conn.execute(S.tags.insert(), [{"run_id": run["id"], "key": k, "value": str(v)}
-                                               for k, v in tags.items()])
+                cur.executemany(sql("INSERT INTO tags (run_id, key, value) VALUES (?, ?, ?)"),
+                                [(run["id"], k, str(v)) for k, v in tags.items()])
 
     _RUN_FIELDS = ("status", "end_time", "name", "source", "gpu")
 
@@ -274,40 +450,56 @@ class SQLStore(Store):
         unknown = set(fields) - set(self._RUN_FIELDS)
         if unknown:
             raise InvalidArgumentError(f"update_run: cannot set {sorted(unknown)}; fields are {self._RUN_FIELDS}")
+        if not fields:
+            return
         values = dict(fields)
         if "gpu" in values:
             values["gpu"] = _dumps(values["gpu"])
-        with self._write() as conn:
-            conn.execute(S.runs.update().where(S.runs.c.id == run_id).values(**values))
+        names = sorted(values)
+        with self._cursor(write=True) as cur:
+            cur.execute(self._sql(f"UPDATE runs SET {', '.join(n + ' = ?' for n in names)} WHERE id = ?"),
+                        [values[n] for n in names] + [run_id])
+            if cur.rowcount == 0:
+                raise RunNotFoundError(f"no run with id {run_id!r}")
+
+    def has_run(self, run_id):
+        with self._cursor(write=False) as cur:
+            cur.execute(self._sql("SELECT 1 FROM runs WHERE id = ?"), (run_id,))
+            return cur.fetchone() is not None
 
     def get_runs(self, run_ids):
         run_ids = list(dict.fromkeys(run_ids))
         found: dict = {}
-        with self._read() as conn:
+        sql = self._sql
+        with self._cursor(write=False) as cur:
             for chunk in _chunks(run_ids):
-                for r in conn.execute(select(S.runs).where(S.runs.c.id.in_(chunk))):
-                    found[r.id] = {"id": r.id, "experiment_id": r.experiment_id, "name": r.name,
-                                   "parent_run_id": r.parent_run_id, "status": r.status,
-                                   "start_time": r.start_time, "end_time": r.end_time, "source": r.source,
-                                   "gpu": _loads(r.gpu), "params": {}, "tags": {}, "metrics": {}}
-                for table, field in ((S.params, "params"), (S.tags, "tags")):
-                    for r in conn.execute(select(table.c.run_id, table.c.key, table.c.value)
-                                          .where(table.c.run_id.in_(chunk))):
-                        found[r.run_id][field][r.key] = r.value
-                lm = S.latest_metrics
-                for r in conn.execute(select(lm.c.run_id, lm.c.key, lm.c.value).where(lm.c.run_id.in_(chunk))):
-                    if r.run_id in found:
-                        found[r.run_id]["metrics"][r.key] = math.nan if r.value is None else r.value
+                marks = ", ".join("?" * len(chunk))
+                cur.execute(sql(f"SELECT id, experiment_id, name, parent_run_id, status, start_time, end_time, source, "
+                                f"gpu FROM runs WHERE id IN ({marks})"), chunk)
+                for r in cur.fetchall():
+                    found[r[0]] = {"id": r[0], "experiment_id": r[1], "name": r[2], "parent_run_id": r[3],
+                                   "status": r[4], "start_time": r[5], "end_time": r[6], "source": r[7],
+                                   "gpu": _loads(r[8]), "params": {}, "tags": {}, "metrics": {}}
+                if not found:
+                    continue
+                for table, field in (("params", "params"), ("tags", "tags")):
+                    cur.execute(sql(f"SELECT run_id, key, value FROM {table} WHERE run_id IN ({marks})"), chunk)
+                    for run_id, key, value in cur.fetchall():
+                        found[run_id][field][key] = value
+                cur.execute(sql(f"SELECT run_id, key, value FROM latest_metrics WHERE run_id IN ({marks})"), chunk)
+                for run_id, key, value in cur.fetchall():
+                    if run_id in found:
+                        found[run_id]["metrics"][key] = math.nan if value is None else value
         return [found[i] for i in run_ids if i in found]
 
     def log_params(self, run_id, params):
         if not params:
             return
-        with self._write() as conn:
-            existing = {}
-            for chunk in _chunks(params):
-                existing.update(conn.execute(select(S.params.c.key, S.params.c.value).where(
-                    S.params.c.run_id == run_id, S.params.c.key.in_(chunk))).all())
+        sql = self._sql
+        with self._cursor(write=True) as cur:
+            self._require_run(cur, run_id)
+            cur.execute(sql("SELECT key, value FROM params WHERE run_id = ?"), (run_id,))
+            existing = dict(cur.fetchall())
             conflicts = {k: (existing[k], v) for k, v in params.items()
                          if k in existing and existing[k] != v and not k.startswith("podstack.")}
             if conflicts:
@@ -315,19 +507,25 @@ class SQLStore(Store):
                 raise InvalidArgumentError(
                     f"params cannot change once logged ({shown}); nothing was logged. "
                     "Log the new value under another name, as a tag, or in a new run.")
-            rows = [{"run_id": run_id, "key": k, "value": v, "value_num": _number(v)}
-                    for k, v in params.items() if existing.get(k) != v]
-            self._upsert(conn, S.params, rows, ("run_id", "key"), ("value", "value_num"))
+            rows = [(run_id, k, v, _number(v)) for k, v in params.items() if existing.get(k) != v]
+            if rows:
+                cur.executemany(sql("INSERT INTO params (run_id, key, value, value_num) VALUES (?, ?, ?, ?) "
+                                    "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, "
+                                    "value_num = excluded.value_num"), rows)
 
     def set_tags(self, run_id, tags):
-        if tags:
-            with self._write() as conn:
-                self._upsert(conn, S.tags, [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
-                             ("run_id", "key"), ("value",))
+        if not tags:
+            return
+        with self._cursor(write=True) as cur:
+            self._require_run(cur, run_id)
+            cur.executemany(self._sql("INSERT INTO tags (run_id, key, value) VALUES (?, ?, ?) "
+                                      "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"),
+                            [(run_id, k, v) for k, v in tags.items()])
 
     def delete_tag(self, run_id, key):
-        with self._write() as conn:
-            conn.execute(S.tags.delete().where(S.tags.c.run_id == run_id, S.tags.c.key == key))
+        with self._cursor(write=True) as cur:
+            self._require_run(cur, run_id)
+            cur.execute(self._sql("DELETE FROM tags WHERE run_id = ? AND key = ?"), (run_id, key))
 
     def log_metrics(self, points):
         if not points:
@@ -340,24 +538,30 @@ class SQLStore(Store):
                 groups[key] = [p]
             else:
                 group.append(p)
+        self.log_metric_series([(run_id, key, [p[3] for p in group], [p[2] for p in group], [p[4] for p in group])
+                                for (run_id, key), group in groups.items()])
+
+    def log_metric_series(self, series):
         chunks, latest = [], []
-        for (run_id, key), group in groups.items():
-            steps = [p[3] for p in group]
+        for run_id, key, steps, values, stamps in series:
+            if not steps:
+                continue
             if not all(map(operator.le, steps, steps[1:])):
-                group.sort(key=_STEP)  # stable: equal steps keep their logging order
-                steps = [p[3] for p in group]
-            latest.append(group[-1])
-            chunks.append({"run_id": run_id, "key": key, "count": len(group), "first_step": steps[0],
-                           "last_step": steps[-1], "steps": _pack("q", steps),
-                           "values": _pack("d", [math.nan if p[2] is None else p[2] for p in group]),
-                           "timestamps": _pack("d", [p[4] for p in group])})
-        with self._write() as conn:
-            cur = conn.connection.driver_connection.cursor()
+                order = sorted(range(len(steps)), key=steps.__getitem__)  # stable: equal steps keep logging order
+                steps, values, stamps = ([column[i] for i in order] for column in (steps, values, stamps))
+            latest.append((run_id, key, values[-1], steps[-1], stamps[-1]))
             try:
-                cur.executemany(self._latest_sql, latest)
-            finally:
-                cur.close()
-            conn.execute(S.metric_chunks.insert(), chunks)
+                packed_values = _pack("d", values)
+            except TypeError:  # None (NaN read back from SQLite) among them
+                packed_values = _pack("d", [math.nan if v is None else v for v in values])
+            chunks.append((run_id, key, len(steps), steps[0], steps[-1], _pack("q", steps), packed_values,
+                           _pack("d", stamps)))
+        if not chunks:
+            return
+        with self._cursor(write=True) as cur:
+            cur.executemany(self._latest_sql, latest)
+            cur.executemany(self._sql('INSERT INTO metric_chunks (run_id, key, count, first_step, last_step, steps, '
+                                      '"values", timestamps) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'), chunks)
 
     def get_metric_history(self, run_id, key):
         C = S.metric_chunks
@@ -424,6 +628,7 @@ class SQLStore(Store):
         stmt = select(runs.c.id).select_from(runs)
         froms = runs
         conditions = []
+        filtered: dict = {}  # metric key -> the latest_metrics alias a filter joined (ordering reuses it)
         if query.get("experiment_ids"):
             conditions.append(runs.c.experiment_id.in_(list(query["experiment_ids"])))
         if query.get("statuses"):
@@ -431,8 +636,10 @@ class SQLStore(Store):
         for n, clause in enumerate(query.get("clauses") or ()):
             kind, key, op, value = clause["kind"], clause["key"], clause["op"], clause["value"]
             if kind == "metric":
-                lm = S.latest_metrics.alias(f"m{n}")
-                froms = froms.join(lm, sa.and_(lm.c.run_id == runs.c.id, lm.c.key == key))
+                lm = filtered.get(key)
+                if lm is None:
+                    lm = filtered[key] = S.latest_metrics.alias(f"m{n}")
+                    froms = froms.join(lm, sa.and_(lm.c.run_id == runs.c.id, lm.c.key == key))
                 conditions.append(self._compare(lm.c.value, op, value))
             elif kind == "param":
                 p = S.params.alias(f"p{n}")
@@ -465,8 +672,10 @@ class SQLStore(Store):
         for n, item in enumerate(query.get("order_by") or ()):
             kind, key, ascending = item["kind"], item["key"], item.get("ascending", True)
             if kind == "metric":
-                lm = S.latest_metrics.alias(f"om{n}")
-                froms = froms.outerjoin(lm, sa.and_(lm.c.run_id == runs.c.id, lm.c.key == key))
+                lm = filtered.get(key)
+                if lm is None:
+                    lm = S.latest_metrics.alias(f"om{n}")
+                    froms = froms.outerjoin(lm, sa.and_(lm.c.run_id == runs.c.id, lm.c.key == key))
                 columns = [lm.c.value]
             elif kind == "param":
                 p = S.params.alias(f"op{n}")
@@ -522,6 +731,8 @@ class SQLStore(Store):
         D = S.datasets
         key = self._dedup_key(dataset["name"], dataset.get("digest") or "", dataset.get("source") or "")
         with self._write() as conn:
+            if run_id is not None:
+                self._require_run_core(conn, run_id)
             row = None if key is None else conn.execute(select(D).where(D.c.dedup_key == key)).first()
             if row is None:
                 conn.execute(D.insert().values(
@@ -565,6 +776,7 @@ class SQLStore(Store):
         rows = [{"run_id": run_id, "path": e["path"], "digest": e["digest"], "size": int(e["size"]),
                  "created_at": e["created_at"]} for e in entries]
         with self._write() as conn:
+            self._require_run_core(conn, run_id)
             self._upsert(conn, S.artifacts, rows, ("run_id", "path"), ("digest", "size", "created_at"))
 
     def list_artifacts(self, run_id):
@@ -579,7 +791,8 @@ class SQLStore(Store):
     def _version(row) -> dict:
         return {"id": row.id, "model_id": row.model_id, "version": row.version, "run_id": row.run_id,
                 "stage": row.stage, "source": row.source, "framework": row.framework,
-                "description": row.description, "created_at": row.created_at, "updated_at": row.updated_at}
+                "description": row.description, "created_at": row.created_at, "updated_at": row.updated_at,
+                **_richer_version(row)}
 
     def _model(self, conn, row) -> dict:
         V, A = S.model_versions, S.model_aliases
@@ -588,7 +801,8 @@ class SQLStore(Store):
                                .order_by(A.c.alias)).all()
         return {"id": row.id, "name": row.name, "description": row.description, "tags": _loads(row.tags, {}),
                 "created_at": row.created_at, "updated_at": row.updated_at,
-                "versions": [self._version(v) for v in versions], "aliases": {a.alias: a.version for a in aliases}}
+                "versions": [self._version(v) for v in versions], "aliases": {a.alias: a.version for a in aliases},
+                **_richer_model(row)}
 
     def ensure_registered_model(self, model_id, name, created_at, description=None):
         M = S.registered_models
@@ -618,37 +832,61 @@ class SQLStore(Store):
         for attempt in range(5):
             try:
                 with self._write() as conn:
-                    number = conn.execute(select(func.coalesce(func.max(V.c.version), 0))
-                                          .where(V.c.model_id == version["model_id"])).scalar_one() + 1
+                    model = conn.execute(select(M.c.id, M.c.last_version).where(M.c.id == version["model_id"])).first()
+                    if model is None:
+                        raise ModelNotFoundError(f"no registered model with id {version['model_id']!r}")
+                    if version.get("run_id") is not None:
+                        self._require_run_core(conn, version["run_id"])
+                    highest = conn.execute(select(func.coalesce(func.max(V.c.version), 0))
+                                           .where(V.c.model_id == version["model_id"])).scalar_one()
+                    # numbers are never reused, even after the newest version was deleted
+                    number = max(highest, model.last_version or 0) + 1
+                    name = version.get("name")
+                    if name is None:
+                        name = f"_v{number}"
+                    elif conn.execute(select(V.c.version).where(V.c.model_id == version["model_id"],
+                                                                V.c.name == name)).first() is not None:
+                        raise DuplicateError(f"model version {name!r} already exists for this model; "
+                                             "version names are unique per model")
                     conn.execute(V.insert().values(
                         id=version["id"], model_id=version["model_id"], version=number, run_id=version.get("run_id"),
                         stage=version.get("stage") or "development", source=version.get("source"),
                         framework=version.get("framework"), description=version.get("description"),
-                        created_at=version["created_at"], updated_at=version["created_at"]))
+                        created_at=version["created_at"], updated_at=version["created_at"], name=name,
+                        properties=_dumps(version.get("properties") or {}),
+                        **{k: version.get(k) for k in _VERSION_TEXT_FIELDS}))
                     if version.get("description") is not None:
                         conn.execute(M.update().where(M.c.id == version["model_id"], M.c.description.is_(None))
                                      .values(description=version["description"]))
+                    # the new version is the latest: a pinned pointer is cleared
                     conn.execute(M.update().where(M.c.id == version["model_id"])
-                                 .values(updated_at=version["created_at"]))
+                                 .values(updated_at=version["created_at"], last_version=number, latest_version=None))
                     return self._version(conn.execute(select(V).where(V.c.id == version["id"])).first())
-            except sa.exc.IntegrityError:  # another writer took this number (PostgreSQL): try the next
+            except sa.exc.IntegrityError:  # another writer took this number or name (PostgreSQL): try again
                 if attempt == 4:
                     raise
         raise AssertionError("unreachable")
 
     def update_model_version(self, model_id, version, fields, updated_at):
         V = S.model_versions
-        values = {k: fields[k] for k in ("stage", "description") if k in fields}
+        values = {k: fields[k] for k in ("stage", "description", *_VERSION_TEXT_FIELDS) if k in fields}
+        if "properties" in fields:
+            values["properties"] = _dumps(fields["properties"] or {})
         with self._write() as conn:
             if fields.get("archive_others_in_stage") and "stage" in values:
                 conn.execute(V.update().where(V.c.model_id == model_id, V.c.stage == values["stage"],
                                               V.c.version != version)
                              .values(stage="archived", updated_at=updated_at))
-            conn.execute(V.update().where(V.c.model_id == model_id, V.c.version == version)
-                         .values(updated_at=updated_at, **values))
+            done = conn.execute(V.update().where(V.c.model_id == model_id, V.c.version == version)
+                                .values(updated_at=updated_at, **values))
+            if done.rowcount == 0:
+                raise ModelNotFoundError(f"registered model {model_id!r} has no version {version}")
 
     def set_model_alias(self, model_id, alias, version):
+        V = S.model_versions
         with self._write() as conn:
+            if conn.execute(select(V.c.id).where(V.c.model_id == model_id, V.c.version == version)).first() is None:
+                raise ModelNotFoundError(f"registered model {model_id!r} has no version {version}")
             self._upsert(conn, S.model_aliases, [{"model_id": model_id, "alias": alias, "version": version}],
                          ("model_id", "alias"), ("version",))
 
@@ -676,3 +914,124 @@ class SQLStore(Store):
                              "run_name": r.run_name or "", "datasets": list(cache.get(r.run_id, []))})
         return {"model_id": model_id, "versions": versions}
 
+
+    # -- model registry, richer (issue 12) ------------------------------------------------------
+    _MODEL_FIELDS = ("description", "owner", "category", "tags", "state", "latest_version", "properties")
+    _PAGE_ORDER = ("created_at", "updated_at", "id")
+
+    def update_registered_model(self, model_id, fields, updated_at):
+        M, V = S.registered_models, S.model_versions
+        unknown = set(fields) - set(self._MODEL_FIELDS)
+        if unknown:
+            raise InvalidArgumentError(f"update_registered_model: cannot set {sorted(unknown)}; "
+                                       f"fields are {self._MODEL_FIELDS}")
+        values = dict(fields)
+        for name in ("tags", "properties"):
+            if name in values:
+                values[name] = _dumps(values[name] or {})
+        with self._write() as conn:
+            if values.get("latest_version") is not None and conn.execute(select(V.c.id).where(
+                    V.c.model_id == model_id, V.c.version == values["latest_version"])).first() is None:
+                raise ModelNotFoundError(f"registered model {model_id!r} has no version {values['latest_version']}")
+            done = conn.execute(M.update().where(M.c.id == model_id).values(updated_at=updated_at, **values))
+            if done.rowcount == 0:
+                raise ModelNotFoundError(f"no registered model with id {model_id!r}")
+
+    def delete_model_version(self, model_id, version):
+        M, V, A = S.registered_models, S.model_versions, S.model_aliases
+        with self._write() as conn:
+            done = conn.execute(V.delete().where(V.c.model_id == model_id, V.c.version == version))
+            if done.rowcount == 0:
+                raise ModelNotFoundError(f"registered model {model_id!r} has no version {version}")
+            conn.execute(A.delete().where(A.c.model_id == model_id, A.c.version == version))
+            conn.execute(M.update().where(M.c.id == model_id, M.c.latest_version == version)
+                         .values(latest_version=None))
+            conn.execute(M.update().where(M.c.id == model_id).values(updated_at=time.time()))
+
+    def delete_registered_model(self, model_id):
+        M, V, A = S.registered_models, S.model_versions, S.model_aliases
+        with self._write() as conn:
+            conn.execute(A.delete().where(A.c.model_id == model_id))
+            conn.execute(V.delete().where(V.c.model_id == model_id))
+            conn.execute(M.delete().where(M.c.id == model_id))
+
+    def _page(self, table, where, order_by, ascending, limit, after):
+        if order_by not in self._PAGE_ORDER:
+            raise InvalidArgumentError(f"order_by must be one of {list(self._PAGE_ORDER)}, got {order_by!r}")
+        column, ident = table.c[order_by], table.c.id
+        later = (lambda c, v: c > v) if ascending else (lambda c, v: c < v)
+        conditions = list(where)
+        if after is not None:
+            value, last_id = after
+            conditions.append(later(ident, last_id) if order_by == "id" else
+                              sa.or_(later(column, value), sa.and_(column == value, later(ident, last_id))))
+        order = [column, ident] if order_by != "id" else [ident]
+        return (select(table).where(*conditions)
+                .order_by(*[(c.asc() if ascending else c.desc()) for c in order]).limit(int(limit)))
+
+    def page_registered_models(self, order_by, ascending, limit, after):
+        M = S.registered_models
+        with self._read() as conn:
+            rows = conn.execute(self._page(M, (), order_by, ascending, limit, after)).all()
+            return [self._model(conn, r) for r in rows]
+
+    def page_model_versions(self, model_id, order_by, ascending, limit, after):
+        V = S.model_versions
+        with self._read() as conn:
+            rows = conn.execute(self._page(V, (V.c.model_id == model_id,), order_by, ascending, limit, after)).all()
+        return [self._version(r) for r in rows]
+
+    # -- tagged artifact sets (issue 12) ---------------------------------------------------------
+    @staticmethod
+    def _artifact_tag(row) -> dict:
+        return {"name": row.name, "run_id": row.run_id, "created_at": row.created_at}
+
+    def create_artifact_tag(self, name, run_id, created_at):
+        T = S.artifact_tags
+        taken = DuplicateError(f"tag {name!r} already exists; a tag names one upload and is never moved "
+                               f"(podstack.artifacts.delete_tag({name!r}) frees the name)")
+        try:
+            with self._write() as conn:
+                self._require_run_core(conn, run_id)
+                if conn.execute(select(T.c.name).where(T.c.name == name)).first() is not None:
+                    raise taken
+                conn.execute(T.insert().values(name=name, run_id=run_id, created_at=created_at))
+        except sa.exc.IntegrityError:  # bound by another writer meanwhile
+            raise taken from None
+        return {"name": name, "run_id": run_id, "created_at": created_at}
+
+    def get_artifact_tag(self, name):
+        T = S.artifact_tags
+        with self._read() as conn:
+            row = conn.execute(select(T).where(T.c.name == name)).first()
+        return None if row is None else self._artifact_tag(row)
+
+    def list_artifact_tags(self):
+        T = S.artifact_tags
+        with self._read() as conn:
+            return [self._artifact_tag(r) for r in conn.execute(select(T).order_by(T.c.name)).all()]
+
+    def delete_artifact_tag(self, name):
+        T = S.artifact_tags
+        with self._write() as conn:
+            return conn.execute(T.delete().where(T.c.name == name)).rowcount > 0
+
+
+# -- model registry, richer (issue 12): the columns migration 0003m added ---------------------------------------------
+_VERSION_TEXT_FIELDS = ("uri", "model_format_name", "model_format_version", "storage_key", "storage_path", "author")
+
+
+def _richer_version(row) -> dict:
+    return {"name": row.name, **{k: getattr(row, k) for k in _VERSION_TEXT_FIELDS},
+            "properties": _loads(row.properties, {})}
+
+
+def _richer_model(row) -> dict:
+    return {"owner": row.owner, "category": row.category, "state": row.state or "LIVE",
+            "latest_version": row.latest_version, "last_version": row.last_version or 0,
+            "properties": _loads(row.properties, {})}
+
+
+
+for _name in sorted(Store.__abstractmethods__ | {"get_run", "has_run"}):
+    setattr(SQLStore, _name, _guarded(getattr(SQLStore, _name)))
