@@ -40,7 +40,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 @contextmanager
-def ray_cluster(start_limit: float = 180.0, tries: int = 3):
+def ray_cluster(start_limit: float = 180.0, tries: int = 4):
     """Start the cluster; yields its address (``node-ip:port``). Stopped and removed after.
 
     A raylet that loses the race with its own GCS on a loaded machine exits at start; it is

@@ -145,3 +145,22 @@ def test_a_decorated_function_and_run_on_gpu_run_there(ip, backend, capsys):
     assert result.tolist() == [[5.0, 5.0]] * 3 and pid != os.getpid()
     assert "scaling (3, 2)" in capsys.readouterr().out
     assert podstack.run_on_gpu("import os\nprint(os.environ['PODSTACK_BACKEND'])").output.strip() == backend
+
+
+def test_artifacts_logged_there_land_in_the_notebooks_store(ip, backend, tmp_path, request):
+    run(ip, "%%track --name remote-files\n%%gpu\nimport os, tempfile\nimport numpy as np\nfrom podstack import registry\n"
+            "folder = tempfile.mkdtemp()\nnp.save(os.path.join(folder, 'weights.npy'), np.arange(3_000_000))\n"
+            "registry.log_artifact(os.path.join(folder, 'weights.npy'), 'model/weights.npy')\n"
+            "open(os.path.join(folder, 'empty.txt'), 'w').close()\nregistry.log_artifact(os.path.join(folder, 'empty.txt'))")
+    (tracked,) = registry.search_runs(filter="name = 'remote-files'")
+    assert {(a["path"], a["size"]) for a in registry.list_artifacts(tracked.id)} >= {("empty.txt", 0)}
+    assert {a["path"] for a in registry.list_artifacts(tracked.id)} == {"model/weights.npy", "empty.txt"}
+    copy = registry.download_artifact(tracked.id, "model/weights.npy", tmp_path / "here")
+    assert np.array_equal(np.load(copy), np.arange(3_000_000))  # the bytes came through the session
+    if backend == "jupyter":
+        assert not list(request.getfixturevalue("gateway").home.rglob("blobs"))  # none left on the server's disk
+    # and a cell there reads the notebook's artifacts back the same way
+    ip.user_ns["run_id"] = tracked.id
+    run(ip, "%%gpu\nimport tempfile\nimport numpy as np\nfrom podstack import registry\n"
+            "total = int(np.load(registry.download_artifact(run_id, 'model/weights.npy', tempfile.mkdtemp())).sum())")
+    assert ip.user_ns["total"] == int(np.arange(3_000_000).sum())
