@@ -189,7 +189,7 @@ class PodstackMagics(Magics):
 
     def _transfer(self, command, names):
         from .compute import sessions
-        from .compute.runner import apply_outcome, encode_for_push
+        from .compute.runner import pull_names, push_names
 
         live = sorted(sessions.find("all"), key=lambda s: s.last_active)
         if not live:
@@ -199,13 +199,12 @@ class PodstackMagics(Magics):
             missing = [n for n in names if n not in self.shell.user_ns]
             if missing:
                 raise UsageError(f"%gpu push: {missing} not defined in this notebook")
-            sent = session.push(encode_for_push(session, {n: self.shell.user_ns[n] for n in names}, set(names)))
-            print(f"sent {len(names)} variable(s), {sent:,} bytes of buffers")
+            sent = push_names(session, self.shell.user_ns, names)
+            print(f"sent {len(names)} variable(s), {sent:,} bytes")
         else:
-            outcome = session.pull(names)
-            apply_outcome(session, outcome, self.shell.user_ns)
-            if outcome.absent:
-                print(f"not defined in the session: {', '.join(outcome.absent)}")
+            landed = pull_names(session, self.shell.user_ns, names)
+            if landed.removed:
+                print(f"not defined in the session: {', '.join(landed.removed)}")
 
     @magic_arguments()
     @argument("--name", default=None, help="run name (default: generated)")

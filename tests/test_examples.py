@@ -86,6 +86,29 @@ def test_julia_artifacts_notebook_binds_installs_refuses_and_publishes():
     assert "['config.json', 'weights.bin'] True" in published and '{"hidden": 8}' in published
 
 
+def test_newcomer_notebook_trains_keeps_state_consistent_and_recovers():
+    pytest.importorskip("torch")
+    nb = execute("gpu_newcomer.ipynb")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    text = {i: outputs_of(cell)[0] for i, cell in enumerate(code)}
+    errors = {i: [o for o in cell.outputs if o.output_type == "error"] for i, cell in enumerate(code)}
+    assert "step  0" in text[3] and "step 15" in text[3]  # printed live from the session
+    checked = text[4]
+    start, end = (float(v) for v in checked.split("loss fell: ")[1].split()[0:3:2])
+    assert end < start * 0.5, checked  # the loss fell
+    assert "weights changed here: True" in checked and "still drives the model here: True" in checked
+    assert "summary came back: 2500 rows for north" in text[7]
+    assert errors[9] and "something went wrong halfway" in "".join(errors[9][0].traceback)
+    assert "items here: [1, 2, 3] - the session counts 3" in text[11]
+    assert "threads done: [0, 1, 4, 9]" in text[12]
+    bar = code[13].outputs
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in bar), bar
+    assert "normalized in place: [-1.  0.  1.] std 0.816" in text[14] and "caught here: division by zero" in text[14]
+    assert errors[15] and "SIGKILL" in "".join(errors[15][0].traceback)
+    assert "remote state was lost" in text[16] and "a fresh session answers: yes" in text[17]
+    assert not any(errors[i] for i in errors if i not in (9, 15)), {i: e for i, e in errors.items() if e}
+
+
 def test_models_and_artifacts_notebook_walks_through_every_face_of_one_registry():
     pytest.importorskip("sklearn")
     nb = execute("models_and_artifacts.ipynb")

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
+import dataclasses
 import functools
-import os
-import sys
-import sysconfig
 import time
 import uuid
 from dataclasses import dataclass
 
-import cloudpickle
-
-from ..errors import PodstackError, RemoteExecutionError, SessionDiedError
-from .runner import apply_outcome, encode_for_push
+from ..errors import RemoteExecutionError
+from . import runner
 from .session import CapturingSink, sessions
 from .spec import DEFAULT_TIMEOUT, GPUSpec
 
@@ -83,11 +78,13 @@ class gpu:  # noqa: N801 - used as @podstack.gpu(...), like a function
         return False
 
     def __call__(self, fn):
+        site = uuid.uuid4().hex[:12]  # the session keeps this function's last arguments under it
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             if not self.remote:
                 return fn(*args, **kwargs)
-            return call_remote(self.spec, fn, args, kwargs)
+            return runner.call(self.spec, fn, args, kwargs, site=site)
 
         wrapper.spec = self.spec
         return wrapper
@@ -102,51 +99,6 @@ def _as_list(value) -> list:
     return [value] if isinstance(value, str) else list(value)
 
 
-def call_remote(spec: GPUSpec, fn, args: tuple, kwargs: dict):
-    """Call ``fn(*args, **kwargs)`` in the session for ``spec`` and return its result."""
-    session = sessions.get(spec)
-    key = "__podstack_call_" + uuid.uuid4().hex[:8]
-    values = {key + "_fn": fn, key + "_args": args, key + "_kwargs": kwargs}
-    scratch_names = [*values, key + "_ret"]
-    try:
-        with _by_value(fn):
-            encoded = encode_for_push(session, values)
-        session.push(encoded, timeout=spec.timeout)
-        outcome = session.execute(f"{key}_ret = {key}_fn(*{key}_args, **{key}_kwargs)\n",
-                                  binds=[key + "_ret"], timeout=spec.timeout, drop=scratch_names)
-    except SessionDiedError:
-        sessions.died(session)
-        raise
-    finally:
-        for name in scratch_names:
-            session.remote_fingerprints.pop(name, None)
-    scratch: dict = {}
-    apply_outcome(session, outcome, scratch)
-    if key + "_ret" not in scratch:
-        raise PodstackError(f"the return value of {fn.__name__}() could not come back: "
-                            f"{outcome.left_remote.get(key + '_ret', 'unknown reason')}")
-    return scratch[key + "_ret"]
-
-
-@contextlib.contextmanager
-def _by_value(fn):
-    """Ship the function's own module by value when it is a script or test file the
-    session could not import (installed packages still travel by reference)."""
-    module = sys.modules.get(getattr(fn, "__module__", None) or "")
-    path = getattr(module, "__file__", None)
-    installed = path is None or any(
-        os.path.abspath(path).startswith(os.path.abspath(p) + os.sep)
-        for p in {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")})
-    if module is None or module.__name__ == "__main__" or installed:
-        yield
-        return
-    cloudpickle.register_pickle_by_value(module)
-    try:
-        yield
-    finally:
-        cloudpickle.unregister_pickle_by_value(module)
-
-
 @dataclass
 class GPURunResult:
     """What ``run_on_gpu`` returns: captured ``output``, ``success``, ``duration_seconds``, and ``error``."""
@@ -158,27 +110,38 @@ class GPURunResult:
     execution_id: str | None = None
 
 
-def run_on_gpu(code: str, gpu: str | None = None, count: int = 1, fraction: int = 100,
-               timeout: float = DEFAULT_TIMEOUT, pip=None, env: str | None = None) -> GPURunResult:
+def run_on_gpu(code: str, gpu: str | None = None, count: int | None = None, fraction: int | None = None,
+               timeout: float | None = None, pip=None, env: str | None = None) -> GPURunResult:
     """Run a code string on a GPU session and return its captured output.
 
-    Exceptions in the code are reported in the result (``success=False``,
+    Inside ``with podstack.gpu(...)``, the block's settings apply to whatever is not
+    given here. Exceptions in the code are reported in the result (``success=False``,
     ``error``), not raised; a timeout raises ExecutionTimeoutError.
     """
-    spec = GPUSpec(type=gpu, count=count, fraction=fraction, pip=tuple(_as_list(pip)), env=env, timeout=timeout)
-    if gpu is None and current_spec() is not None:
-        spec = current_spec()
+    spec = resolve_spec(type=gpu, count=count, fraction=fraction, timeout=timeout, pip=pip, env=env)
     session = sessions.get(spec)
     sink = CapturingSink()
     started = time.monotonic()
     try:
-        outcome = session.execute(code, timeout=timeout, sink=sink)
+        landed = runner.run_code(session, code, timeout=spec.timeout, sink=sink)
     except RemoteExecutionError as exc:
-        return GPURunResult(sink.text, False, round(time.monotonic() - started, 3),
-                            error=f"{exc.ename}: {exc.evalue}", execution_id=exc.execution_id)
-    except SessionDiedError:
-        sessions.died(session)
-        raise
-    if outcome.result:
-        sink.display(outcome.result)
-    return GPURunResult(sink.text, True, round(outcome.duration, 3), execution_id=outcome.execution_id)
+        return GPURunResult(sink.text, False, round(time.monotonic() - started, 3), error=f"{exc.ename}: {exc.evalue}",
+                            execution_id=exc.execution_id)
+    if landed.result:
+        sink.display(landed.result)
+    return GPURunResult(sink.text, True, round(landed.step.duration, 3), execution_id=landed.step.step_id)
+
+
+def resolve_spec(**given) -> GPUSpec:
+    """A spec from the arguments given (None: not given), the rest from the enclosing
+    ``with podstack.gpu(...)`` block, else the defaults."""
+    base = current_spec() or GPUSpec()
+    changes = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name == "pip":
+            changes["pip"] = tuple(_as_list(value))
+        else:
+            changes[name] = value
+    return dataclasses.replace(base, **changes) if changes else base

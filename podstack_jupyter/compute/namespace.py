@@ -5,16 +5,23 @@ including inside the functions and classes it defines (they run remotely and
 look their globals up there). Only names that exist in the local namespace are
 sent, so an extra name costs nothing. ``binds`` are the names the cell assigns
 at module scope, plus those declared ``global`` in its functions: exactly what
-comes back.
+comes back. ``star`` says the cell does ``from m import *`` (the session then
+reports every name it bound).
+
+A cell that calls a notebook function also reads that function's globals:
+:func:`globals_of` finds them (and the globals it assigns) from its code.
 """
 
 from __future__ import annotations
 
 import ast
+import dis
+import functools
 import re
+import types
 from dataclasses import dataclass, field
 
-__all__ = ["CellNames", "analyze", "shippable"]
+__all__ = ["CellNames", "analyze", "analyze_tree", "globals_of", "shippable"]
 
 # IPython's output-caching names (_, __, _5, _i, _ii3, ...) never travel.
 _IPYTHON_CACHE = re.compile(r"^(_+|_i+|_i\d+|_\d+|_o?h|_dh)$")
@@ -25,6 +32,8 @@ class CellNames:
     reads: set[str] = field(default_factory=set)
     binds: set[str] = field(default_factory=set)
     deletes: set[str] = field(default_factory=set)
+    star: bool = False
+    awaits: bool = False  # top-level await: the cell needs an event loop
 
 
 class _Scanner(ast.NodeVisitor):
@@ -57,7 +66,9 @@ class _Scanner(ast.NodeVisitor):
 
     def _visit_import(self, node):
         for alias in node.names:
-            if alias.name != "*":
+            if alias.name == "*":
+                self.names.star = True
+            else:
                 self._bind(alias.asname or alias.name.split(".")[0])
 
     visit_Import = visit_ImportFrom = _visit_import
@@ -99,6 +110,13 @@ class _Scanner(ast.NodeVisitor):
     def visit_Lambda(self, node):
         self._visit_scope(node, None)
 
+    def _visit_await(self, node):
+        if self.depth == 0:  # outside any function: the cell needs an event loop
+            self.names.awaits = True
+        self.generic_visit(node)
+
+    visit_Await = visit_AsyncFor = visit_AsyncWith = _visit_await
+
     def visit_Global(self, node: ast.Global):
         self.names.binds.update(node.names)  # a function may rebind them when called
 
@@ -139,10 +157,63 @@ class _Scanner(ast.NodeVisitor):
 
 def analyze(code: str, filename: str = "<cell>") -> CellNames:
     """Names read, bound and deleted by ``code`` (plain Python; raises SyntaxError)."""
-    tree = ast.parse(code, filename=filename)
+    return analyze_tree(ast.parse(code, filename=filename))
+
+
+def analyze_tree(tree: ast.AST) -> CellNames:
     scanner = _Scanner()
     scanner.visit(tree)
     return scanner.names
+
+
+def globals_of(values, namespace: dict) -> tuple[set[str], set[str]]:
+    """The namespace names that the functions among ``values`` read and assign as globals
+    (``global x; x = ...``), following the notebook functions and classes they use in turn.
+    A notebook function called in a cell runs remotely and looks its globals up there."""
+    reads: set[str] = set()
+    binds: set[str] = set()
+    todo = list(values)
+    seen: set[int] = set()
+    while todo:
+        value = todo.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        for code in _codes_of(value, namespace):
+            loaded, stored = _code_globals(code)
+            binds |= stored
+            for name in loaded | stored:
+                if name in namespace and name not in reads:
+                    reads.add(name)
+                    todo.append(namespace[name])
+    return reads, binds
+
+
+def _codes_of(value, namespace):
+    if isinstance(value, types.FunctionType):
+        if value.__globals__ is namespace:
+            yield value.__code__
+    elif isinstance(value, type) and value.__module__ == "__main__":
+        for attr in vars(value).values():
+            func = getattr(attr, "__func__", attr)
+            if isinstance(func, types.FunctionType) and func.__globals__ is namespace:
+                yield func.__code__
+
+
+@functools.lru_cache(maxsize=4096)
+def _code_globals(code: types.CodeType) -> tuple[frozenset, frozenset]:
+    loaded, stored = set(), set()
+    for instruction in dis.get_instructions(code):
+        if instruction.opname == "LOAD_GLOBAL" or instruction.opname == "LOAD_NAME":
+            loaded.add(instruction.argval)
+        elif instruction.opname in ("STORE_GLOBAL", "DELETE_GLOBAL"):
+            stored.add(instruction.argval)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            inner_loaded, inner_stored = _code_globals(const)
+            loaded |= inner_loaded
+            stored |= inner_stored
+    return frozenset(loaded), frozenset(stored)
 
 
 def shippable(name: str, hidden: set | frozenset = frozenset()) -> bool:

@@ -1,33 +1,39 @@
 """GPU sessions: live remote Jupyter kernels, kept warm and shared by cells with the same spec.
 
-A cell runs as *push* (the values the remote lacks, as one comm message whose
-binary frames are the out-of-band buffers) -> *execute* (an ordinary
-``execute_request``: stdout, displays, errors and interrupts are native Jupyter,
-relayed live) -> *pull* (the agent answers, in the same round trip, with the
-names the cell bound and the inputs it changed) -> the caller applies them.
+A cell is one *step* (see :mod:`.runner` for the sequence and :mod:`.agent` for
+the remote side): one ``exec`` comm message carries the code and the pushed
+values; while the cell runs, its output (stdout, displays, widgets, errors) is
+relayed live, registry calls it makes are answered, and ``input()`` is
+forwarded; one ``done`` message brings back what it changed. Large buffers do
+not go through the socket when the session is on this machine: this process
+copies them straight into, or out of, the session's memory.
+
+This module is the transport and the message loop; what the notebook and the
+session agree they both hold is :class:`SyncState`.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import os
 import sys
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .. import config, events
-from ..errors import (ExecutionTimeoutError, PodstackError, RemoteExecutionError, SerializationError,
-                      SessionDiedError)
+from ..errors import ExecutionTimeoutError, PodstackError, SessionDiedError
 from . import hooks, wire
 from .agent import RPC_PROMPT
 from .backends import Allocation, Backend, Connection, Environment, get_backend
 from .spec import GPUSpec
 
-__all__ = ["GPUSession", "SessionManager", "ExecutionOutcome", "OutputSink", "sessions"]
+__all__ = ["GPUSession", "SessionManager", "StepResult", "SyncState", "OutputSink", "CapturingSink", "sessions"]
 
 _SOURCES = {name: (Path(__file__).with_name(f"{module}.py")).read_text()
             for name, module in (("_podstack_wire", "wire"), ("_podstack_agent", "agent"))}
@@ -49,6 +55,8 @@ del _podstack_bootstrap
 _START_TIMEOUT = 60.0  # seconds for a started kernel to answer and load the agent
 _ALIVE_CHECK_INTERVAL = 0.5
 _INTERRUPT_GRACE = 0.8  # seconds to let an interrupted remote report back before we give up waiting
+_SETTLE_GRACE = 5.0  # seconds the next cell waits for an interrupted one to report back
+_OFFER_LIMIT = 64 << 20  # results larger than this are offered first, so the notebook can say it has no room
 
 
 class OutputSink:
@@ -56,8 +64,6 @@ class OutputSink:
     current IPython cell; :class:`CapturingSink` collects it as text."""
 
     def stream(self, name: str, text: str) -> None:
-        import sys
-
         target = sys.stderr if name == "stderr" else sys.stdout
         target.write(text)
         target.flush()
@@ -95,18 +101,127 @@ class CapturingSink(OutputSink):
 
 
 @dataclass
-class ExecutionOutcome:
-    """What a remote execution produced, decoded but not yet applied anywhere."""
+class StepResult:
+    """The session's answer to one step: its ``done`` message, the frames it carried,
+    the rich result of the cell's last expression and the error shown, if any."""
 
-    execution_id: str
-    values: dict = field(default_factory=dict)        # name -> value, to apply all at once
-    fingerprints: dict = field(default_factory=dict)  # name -> local fingerprint of that value
-    absent: list = field(default_factory=list)        # asked-for names the remote does not have
-    left_remote: dict = field(default_factory=dict)   # name -> why it could not come back
-    result: dict | None = None                        # the execute_result bundle, if any
+    step_id: str
+    reply: dict = field(default_factory=dict)
+    frames: list = field(default_factory=list)
+    result: dict | None = None  # the execute_result bundle
+    error: dict | None = None  # the error message the remote IPython showed
     duration: float = 0.0
     bytes_sent: int = 0
     bytes_received: int = 0
+
+    @property
+    def status(self) -> str:
+        return self.reply.get("status", "lost")
+
+
+class SyncState:
+    """What the notebook and one session agree they both hold.
+
+    ``synced`` maps a name to the fingerprint of the value both hold; a value
+    whose fingerprint is unchanged is not sent. After a failed cell, ``diverged``
+    names are sent again (the session's copy may be changed) before anything
+    else; ``left_remote`` names hold a newer value in the session that could not
+    come back (the notebook keeps its own and does not overwrite the session's).
+    """
+
+    def __init__(self, namespace: dict):
+        self.namespace = namespace
+        self.codec = wire.Codec(+1, namespace)
+        self.synced: dict[str, str] = {}
+        self._objects: dict[str, object] = {}
+        self.diverged: set[str] = set()
+        self.left_remote: set[str] = set()
+        self.acks: list[str] = []
+        self.nacks: dict[str, list] = {}
+        self.reset_held = False
+        self.inflight: dict[str, dict] = {}
+        self.together: set[tuple[str, str]] = set()  # (holder, held): sent as one batch, one object there
+
+    def agree(self, name: str, value, fingerprint: str):
+        self.synced[name] = fingerprint
+        self.diverged.discard(name)
+        self.left_remote.discard(name)
+        try:
+            self._objects[name] = weakref.ref(value)
+        except TypeError:  # lists, dicts, ints, strings: held (the namespace holds them anyway)
+            self._objects[name] = value
+
+    def forget(self, name: str):
+        self.synced.pop(name, None)
+        self._objects.pop(name, None)
+        self.diverged.discard(name)
+        self.left_remote.discard(name)
+
+    @property
+    def kept(self) -> dict:
+        """The values held here by name (strong references), for counting who else refers to them."""
+        return self._objects
+
+    def is_synced_obj(self, name: str, value) -> bool:
+        held = self._objects.get(name, wire.MISSING)
+        if isinstance(held, weakref.ref):
+            held = held()
+        return held is value
+
+    def prune(self, namespace: dict):
+        """Drop the strong references kept for names rebound here since (they may be large)."""
+        for name, held in list(self._objects.items()):
+            if held is not None and not isinstance(held, weakref.ref) and not name.startswith("@") \
+                    and namespace.get(name, wire.MISSING) is not held:
+                self._objects[name] = None
+
+    def outgoing(self) -> dict:
+        """Confirmations and bookkeeping every message to the agent carries."""
+        data = {"acks": self.acks, "nacks": self.nacks, "forgotten": self.codec.table.take_forgotten(),
+                "hash": self.codec.hash_name}
+        if self.reset_held:
+            data["reset_held"] = True
+        self.acks, self.nacks, self.reset_held = [], {}, False
+        return data
+
+    def incoming(self, data: dict):
+        """Bookkeeping every message from the agent carries."""
+        self.codec.forget(data.get("forgotten", ()))
+        theirs = data.get("hash")
+        if theirs and theirs != self.codec.hash_name:  # it cannot use ours: use what it can
+            self.codec.hash_name = theirs
+
+    def resolve(self, step_id: str, reply: dict | None):
+        """What a step's reply means for what both hold: pushed values that landed are agreed;
+        after a failure, what the session changed is sent again next time."""
+        step = self.inflight.pop(step_id, None)
+        if step is None:
+            return
+        status = (reply or {}).get("status", "lost")
+        if status in ("ok", "error"):
+            landed = set(reply.get("landed", ()))
+            for name, (value, fp) in step["pushed"].items():
+                if name in landed and fp is not None:
+                    self.agree(name, value, fp)
+            self.together |= {pair for pair in step.get("together", ()) if landed.issuperset(pair)}
+            if step["packet"] is not None and landed:
+                self.codec.commit_sent(step["packet"])
+                self.codec.sources_sent.update(step["packet"].sources)
+            for name in step["dropped"]:
+                self.forget(name)
+        if status == "error":
+            for name in reply.get("diverged", ()):
+                self.synced.pop(name, None)
+                self.diverged.add(name)
+            self.codec.forget(reply.get("diverged_keys", ()))
+        elif status in ("failed", "lost") and (reply or {}).get("stage") != "push":
+            # where the session stopped is unknown: everything the step touched is sent again, in full
+            for name in step["names"]:
+                if name in self.synced:
+                    self.synced.pop(name, None)
+                    self.diverged.add(name)
+            self.codec.table.held.clear()
+            self.reset_held = True
 
 
 class GPUSession:
@@ -128,13 +243,32 @@ class GPUSession:
         self.last_active = time.monotonic()
         self.state = "new"  # until open()
         self._dead_reason: str | None = None
-        # name -> fingerprint (computed here) of the value the remote holds for that name
-        self.remote_fingerprints: dict[str, str] = {}
-        self.rpc_answers: dict[str, dict] = {}  # request id -> answer, for agent.call()
+        self.remote_pid: int | None = None
+        self.remote_python: tuple | None = None
+        self.sync: SyncState | None = None  # what this session and the notebook agree they both hold
+        self.relay = CommRelay(self)
+        self.pool = wire.BufferPool()  # memory large results are copied into, reused
         self.cell_context: dict = {}  # what the notebook sent with the running (or last) cell: hooks.event_origin()
         self._comm_id = uuid.uuid4().hex
         self._lock = threading.RLock()
-        self._pending: str | None = None  # an interrupted execution the remote may still be finishing
+        self._pending: str | None = None  # an interrupted step the remote may still be finishing
+        self._late: dict[str, dict] = {}  # replies to steps we stopped waiting for
+        self._rpc_answers: dict[str, dict] = {}  # request id -> answer, for agent.call()
+        self._rpc_prompts: dict[str, dict] = {}  # request id -> the input_request waiting for it
+
+    def sync_state(self, namespace: dict) -> SyncState:
+        """What this session and ``namespace`` agree they both hold (made on first use)."""
+        if self.sync is None:
+            self.sync = SyncState(namespace)
+            # marshal carries plain builtins fast, but its format is only shared by the same Python
+            self.sync.codec.marshal_ok = self.remote_python == tuple(sys.version_info[:2])
+        return self.sync
+
+    @property
+    def same_host(self) -> bool:
+        """Whether large buffers may be copied straight between the two processes' memory."""
+        return bool(getattr(self.kernel, "same_host", False)) and self.remote_pid is not None \
+            and sys.platform.startswith("linux")
 
     # -- state -------------------------------------------------------------
     def _set_state(self, state: str) -> None:
@@ -259,28 +393,10 @@ class GPUSession:
                 self._check_alive()
 
     def _recv(self, timeout: float):
-        """The next message, after handing agent events to their handlers."""
+        """The next message, after handing agent events and widget messages to their handlers."""
         got = self.kernel.recv(timeout)
-        if got is not None and got[0] == "iopub":
-            msg = got[1]
-            if msg["msg_type"] == "comm_msg" and msg["content"].get("comm_id") == self._comm_id:
-                data = msg["content"]["data"]
-                handler = hooks.agent_event_handler(data.get("op"))
-                if handler is not None:
-                    try:
-                        with hooks.dispatching(self.id, self.cell_context):
-                            answer = {"result": handler(data, msg["buffers"])}
-                    except Exception as exc:  # reported to the remote caller, or printed
-                        answer = {"error": str(exc), "type": type(exc).__name__}
-                        if not data.get("reply"):
-                            print(f"[podstack] {data.get('op')} from the GPU session failed: {exc}", file=sys.stderr)
-                    if data.get("reply"):
-                        self.rpc_answers[data["id"]] = answer
-                    return None
-                if data.get("reply") and "id" in data:  # a call nobody here answers: fail it now, not in 10 minutes
-                    self.rpc_answers[data["id"]] = {"error": f"the notebook has no handler for {data.get('op')!r}",
-                                                    "type": "PodstackError"}
-                    return None
+        if got is not None and got[0] == "iopub" and self._handle_side_message(got[1]):
+            return None
         return got
 
     def _check_alive(self):
@@ -294,53 +410,16 @@ class GPUSession:
     def alive(self) -> bool:
         return self.dead_reason is None and self.kernel is not None and self.kernel.is_alive()
 
-    # -- push / pull -------------------------------------------------------
-    def push(self, values: dict[str, wire.Encoded], timeout: float = 3600.0) -> int:
-        """Send encoded values; returns bytes sent. All are applied remotely, or none."""
-        if not values:
-            return 0
-        with self._lock:
-            manifest, frames = wire.pack(values)
-            request_id = uuid.uuid4().hex
-            before = self.kernel.bytes_sent
-            self._comm_msg({"op": "push", "id": request_id, "manifest": manifest}, frames)
-            reply = self._until(lambda ch, m: _agent_op(m, self._comm_id, request_id) == "pushed",
-                                time.monotonic() + timeout, "receive the pushed variables")
-            data = reply["content"]["data"]
-            if data["status"] != "ok":
-                name = data.get("name")
-                raise SerializationError(
-                    f"the session could not rebuild variable {name!r}: {data.get('error')}. "
-                    f"Is the package that defines it installed there (use --pip)?", name=name)
-            for name, enc in values.items():
-                self.remote_fingerprints[name] = enc.fingerprint
-            return self.kernel.bytes_sent - before
 
-    def pull(self, names: list[str], timeout: float = 3600.0) -> ExecutionOutcome:
-        """Fetch named values from the remote namespace (decoded, not applied)."""
-        with self._lock:
-            request_id = uuid.uuid4().hex
-            outcome = ExecutionOutcome(request_id)
-            self._comm_msg({"op": "pull", "id": request_id, "names": list(names)})
-            reply = self._until(lambda ch, m: _agent_op(m, self._comm_id, request_id) == "result",
-                                time.monotonic() + timeout, "send the variables")
-            self._decode_result(reply, outcome)
-            return outcome
+    # -- one step ------------------------------------------------------------
+    def run_step(self, data: dict, packet: "wire.Packet | None", *, sink: OutputSink | None = None,
+                 timeout: float | None = None, names: list = ()) -> StepResult:
+        """Send one ``exec`` step with its pushed ``packet`` and relay everything the session
+        sends until its ``done``. ``names`` are every name the step may touch (for recovery).
 
-    def _comm_msg(self, data: dict, buffers: list | None = None):
-        self.kernel.send("shell", "comm_msg", {"comm_id": self._comm_id, "data": data}, buffers=buffers)
-
-    # -- execute -----------------------------------------------------------
-    def execute(self, code: str, *, inputs: list[str] = (), binds: list[str] = (), timeout: float | None = None,
-                sink: OutputSink | None = None, line_offset: int = 0, drop: list[str] = (),
-                context: dict | None = None) -> ExecutionOutcome:
-        """Run ``code`` remotely, relaying output to ``sink`` as it arrives.
-
-        ``binds`` come back if the remote has them; ``inputs`` come back only if
-        their content changed; ``drop`` names are deleted remotely afterwards; ``context``
-        (JSON) is what the remote agent sees of the notebook while the cell runs. Raises RemoteExecutionError (the remote raised),
-        ExecutionTimeoutError (``timeout`` passed; the remote is interrupted),
-        SessionDiedError, or KeyboardInterrupt (the remote is interrupted too).
+        Raises ExecutionTimeoutError (the remote is interrupted), KeyboardInterrupt (the remote
+        is interrupted too) or SessionDiedError. What a failed step changed is recorded in
+        :attr:`sync` either way, so the next step repairs it first.
         """
         sink = sink or OutputSink()
         timeout = timeout or self.spec.timeout
@@ -349,156 +428,328 @@ class GPUSession:
             self.busy = True
             started = time.monotonic()
             sent_before, received_before = self.kernel.bytes_sent, self.kernel.bytes_received
+            step_id = data["id"] = data.get("id") or uuid.uuid4().hex
+            if data.get("kind") in ("cell", "call", "await"):  # the last cell's, until the next one starts
+                self.cell_context = data.get("context") or {}
             try:
-                request_id = uuid.uuid4().hex
-                self.cell_context = context or hooks.cell_context()
-                msg_id = self.kernel.send("shell", "execute_request", {
-                    # "#" lines keep the cell's line numbers (IPython strips leading blank lines)
-                    "code": "#\n" * line_offset + code, "silent": False, "store_history": True,
-                    "user_expressions": {}, "allow_stdin": True, "stop_on_error": False,
-                }, metadata={"podstack": {"id": request_id, "binds": list(binds), "inputs": list(inputs),
-                                        "drop": list(drop), "context": self.cell_context}})
-                outcome = ExecutionOutcome(msg_id)
-                self._relay_until_done(msg_id, request_id, started + timeout, timeout, sink, outcome)
+                result = self._run_step(data, packet, sink, started + timeout, timeout, names)
             finally:
                 self.busy = False
                 self.last_active = time.monotonic()
-            outcome.duration = time.monotonic() - started
-            outcome.bytes_sent = self.kernel.bytes_sent - sent_before
-            outcome.bytes_received = self.kernel.bytes_received - received_before
-            return outcome
+            result.duration = time.monotonic() - started
+            result.bytes_sent = self.kernel.bytes_sent - sent_before
+            result.bytes_received = self.kernel.bytes_received - received_before
+            return result
 
-    def _relay_until_done(self, msg_id, request_id, deadline, timeout, sink, outcome):
-        reply = result = error = None
-        idle = False
+    def _run_step(self, data, packet, sink, deadline, timeout, names) -> StepResult:
+        state = self.sync
+        step_id = data["id"]
+        parts, inline, large = [], [], []
+        if packet is not None:  # part 0 is the pickle stream, the rest its out-of-band buffers
+            for index, part in enumerate((memoryview(packet.stream), *packet.buffers)):
+                if self.same_host and part.nbytes >= wire.INLINE_LIMIT:
+                    parts.append({"n": part.nbytes})  # copied into the session's memory once it has set it aside
+                    large.append((index, part))
+                else:
+                    parts.append({"i": len(inline)})
+                    inline.append(part)
+            data["push"]["parts"] = parts
+        data.update(state.outgoing())
+        data["same_host"] = self.same_host
+        data["offer_limit"] = _OFFER_LIMIT
+        result = StepResult(step_id)
+        awaits = data.get("kind") == "await"
+        if awaits:  # top-level await: the values land first, then ipykernel runs the cell on its loop
+            data = dict(data, kind="sync", id=step_id + ":push", inputs=[], binds=[], pull=[], drop_after=[])
+        ours = {self._comm_msg(data, inline)}
+        try:
+            while True:
+                msg = self._next_for(data["id"], ours, deadline, sink, result)
+                op = msg["content"]["data"].get("op")
+                content = msg["content"]["data"]
+                if op == "alloc":
+                    ours.add(self._fill(data["id"], content, large))
+                    continue
+                result.reply = content
+                result.frames = list(msg["buffers"])
+                if awaits and content.get("status") == "ok":
+                    return self._run_awaiting(step_id, result, ours, deadline, sink)
+                return result
+        except (ExecutionTimeoutError, KeyboardInterrupt, _InputFailed) as exc:
+            reply = self._interrupt_and_settle(step_id, ours, sink, result)
+            state.resolve(step_id, reply)
+            if isinstance(exc, _InputFailed):
+                raise PodstackError(
+                    f"input() in the %%gpu cell could not be answered here ({exc}), so the cell was interrupted "
+                    f"and changed nothing here. Run it where the notebook can type an answer, or pass the value "
+                    f"in a variable instead of input().") from None
+            if isinstance(exc, ExecutionTimeoutError):
+                raise ExecutionTimeoutError(
+                    f"execution {step_id} ran longer than its timeout of {timeout:g}s and was interrupted. "
+                    f"Raise it with --timeout SECONDS.", execution_id=step_id, timeout=timeout) from None
+            raise _interrupted(result, reply) from None
+        except SessionDiedError:
+            state.inflight.pop(step_id, None)
+            raise
+
+    def _run_awaiting(self, step_id, result, ours, deadline, sink) -> StepResult:
+        """Run a cell with top-level await as an ordinary execute_request; the agent answers from
+        IPython's post_run_cell. If the kernel ends the request without that (e.g. the awaited
+        task was cancelled), the step counts as lost: everything it touched is sent again."""
+        landed = result.reply.get("landed", [])
+        meta = self._inflight_meta(step_id)
+        msg_id = self.kernel.send("shell", "execute_request", {
+            "code": meta.pop("code"), "silent": False, "store_history": True, "user_expressions": {},
+            "allow_stdin": bool(meta.get("allow_stdin")), "stop_on_error": False}, metadata={"podstack": meta})
+        ours.add(msg_id)
+        try:
+            msg = self._next_for(step_id, ours, deadline, sink, result, reply_grace=1.0)
+        except _NoAgentReply:
+            result.reply = {"id": step_id, "status": "failed", "stage": "unknown",
+                            "error": {"ename": "Error", "evalue": "the cell ended without its results"}}
+            result.frames = []
+            return result
+        result.reply = dict(msg["content"]["data"], landed=landed)
+        result.frames = list(msg["buffers"])
+        return result
+
+    def _inflight_meta(self, step_id):
+        step = self.sync.inflight[step_id]
+        return dict(step["request"])
+
+    def _fill(self, step_id: str, content: dict, large: list) -> str:
+        """Copy the step's large buffers into the memory the session set aside for them."""
+        addresses = content["addresses"]
+        try:
+            for index, buf in large:
+                wire.vm_write(self.remote_pid, buf, addresses[str(index)])
+                self.kernel.bytes_sent += buf.nbytes  # moved, if not through the socket
+        except OSError:  # not allowed here (e.g. a hardened kernel): send them through the socket
+            self.kernel.same_host = False
+            mapping = {str(index): k for k, (index, _) in enumerate(large)}
+            return self._comm_msg({"op": "filled", "id": step_id, "inline": mapping}, [part for _, part in large])
+        return self._comm_msg({"op": "filled", "id": step_id})
+
+    def _next_for(self, step_id: str, ours: set, deadline: float, sink: OutputSink,
+                  result: StepResult | None, reply_grace: float | None = None) -> dict:
+        """Relay messages until the agent's next reply (done, alloc, frames) about ``step_id``:
+        output parented to one of ``ours`` goes to ``sink``, agent events and widget messages
+        to their handlers, input requests are answered."""
         last_check = time.monotonic()
-        while not (idle and reply is not None):
+        while True:
             now = time.monotonic()
             if now >= deadline:
-                self._interrupt_and_settle(msg_id, sink)
-                raise ExecutionTimeoutError(
-                    f"execution {msg_id} ran longer than its timeout of {timeout:g}s and was interrupted. "
-                    f"Raise it with --timeout SECONDS.", execution_id=msg_id, timeout=timeout)
-            try:
-                got = self._recv(min(0.2, deadline - now))
-                if got is None or time.monotonic() - last_check > _ALIVE_CHECK_INTERVAL:
-                    last_check = time.monotonic()
-                    self._check_alive()
-                if got is None:
-                    continue
-            except KeyboardInterrupt:
-                self._interrupt_and_settle(msg_id, sink)
-                raise
+                if reply_grace == -1.0:
+                    raise _NoAgentReply
+                raise ExecutionTimeoutError("timeout")
+            got = self.kernel.recv(min(0.2, deadline - now))
+            if got is None or time.monotonic() - last_check > _ALIVE_CHECK_INTERVAL:
+                last_check = time.monotonic()
+                self._check_alive()
+            if got is None:
+                continue
             channel, msg = got
             if channel == "stdin":
                 self._answer_input(msg)
                 continue
-            if _parent(msg) != msg_id:
+            if channel == "shell" and reply_grace is not None and _parent(msg) in ours:
+                deadline = min(deadline, time.monotonic() + reply_grace)  # the agent answers right after
+                reply_grace = -1.0
                 continue
-            if channel == "shell":
-                reply = msg
+            if channel != "iopub":
                 continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "status":
-                idle = content["execution_state"] == "idle"
-            elif kind == "stream":
-                sink.stream(content["name"], content["text"])
-            elif kind in ("display_data", "update_display_data"):
-                sink.display(content, update=kind == "update_display_data")
-            elif kind == "clear_output":
-                sink.clear(content.get("wait", False))
-            elif kind == "execute_result":
-                outcome.result = content
-            elif kind == "error":
-                error = content
-            elif kind == "comm_msg" and content.get("comm_id") == self._comm_id:
-                data = content["data"]
-                if data.get("op") == "result" and data.get("id") == request_id:
-                    result = msg
-        status = reply["content"]["status"]
-        if status != "ok":
-            error = error or reply["content"]
-            raise RemoteExecutionError(error.get("ename", "Error"), error.get("evalue", ""),
-                                       error.get("traceback"), execution_id=msg_id)
-        if result is None:
-            raise PodstackError("the session's agent sent no results for this cell; run %gpu restart")
-        self._decode_result(result, outcome)
+            if msg["msg_type"] == "comm_msg" and msg["content"].get("comm_id") == self._comm_id:
+                data = msg["content"]["data"]
+                op = data.get("op")
+                if op in ("done", "alloc", "frames"):
+                    self.sync.incoming(data)
+                    self.remote_pid = data.get("pid", self.remote_pid)
+                    if data.get("id") == step_id:
+                        return msg
+                    if op == "done":
+                        self._late[data.get("id")] = msg
+                    continue
+            if self._handle_side_message(msg):
+                continue
+            if _parent(msg) in ours:
+                self._relay_output(msg, sink, result)
 
-    def _decode_result(self, msg: dict, outcome: ExecutionOutcome):
-        data = msg["content"]["data"]
-        if data.get("status") != "ok":
-            raise PodstackError(f"the session could not send the variables back: {data.get('error')}")
-        outcome.absent = data.get("absent", [])
-        outcome.left_remote = dict(data.get("unsendable", {}))
-        for name, _remote_fp, frames in wire.unpack(data["manifest"], msg["buffers"]):
+    def _relay_output(self, msg, sink: OutputSink, result: StepResult | None):
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            sink.stream(content["name"], content["text"])
+        elif kind in ("display_data", "update_display_data"):
+            sink.display(content, update=kind == "update_display_data")
+        elif kind == "clear_output":
+            sink.clear(content.get("wait", False))
+        elif kind == "execute_result" and result is not None:
+            result.result = content
+        elif kind == "error" and result is not None:
+            result.error = content
+
+    def _handle_side_message(self, msg) -> bool:
+        """Agent events (answered now) and comms the session opened (widgets): True if handled."""
+        kind = msg["msg_type"]
+        if kind not in ("comm_msg", "comm_open", "comm_close"):
+            return False
+        content = msg["content"]
+        if content.get("comm_id") != self._comm_id:
+            if content.get("target_name") == "podstack.agent":
+                return True
+            self.relay.from_remote(msg)
+            return True
+        if kind != "comm_msg":
+            return True
+        data = content.get("data") or {}
+        op = data.get("op")
+        if op == "ready":  # start() waits for it
+            self.remote_pid = data.get("pid")
+            self.remote_python = tuple(int(p) for p in str(data.get("python", "")).split(".")[:2] if p.isdigit())
+            return False
+        if op in ("done", "alloc", "frames"):
+            return False
+        handler = hooks.agent_event_handler(op)
+        if handler is None:
+            answer = {"error": f"the notebook has no handler for {op!r}", "type": "PodstackError"}
+            if not data.get("reply"):
+                return True
+        else:
             try:
-                value = wire.decode(frames)
-                outcome.fingerprints[name] = wire.encode(value).fingerprint
-            except Exception as exc:  # e.g. a CUDA tensor on a machine without CUDA
-                outcome.left_remote[name] = f"cannot be rebuilt here: {type(exc).__name__}: {exc}"
-                continue
-            outcome.values[name] = value
+                with hooks.dispatching(self.id, self.cell_context):
+                    answer = {"result": handler(data, msg["buffers"])}
+            except Exception as exc:  # reported to the remote caller, or printed
+                answer = {"error": str(exc), "type": type(exc).__name__}
+                if not data.get("reply"):
+                    print(f"[podstack] {op} from the GPU session failed: {exc}", file=sys.stderr)
+        if data.get("reply"):
+            prompt = self._rpc_prompts.pop(data.get("id"), None)
+            if prompt is not None:
+                self._send_input_reply(answer, prompt)
+            else:
+                self._rpc_answers[data["id"]] = answer
+        return True
 
     def _answer_input(self, msg):
         content = msg["content"]
         prompt = content.get("prompt", "")
         if prompt.startswith(RPC_PROMPT):
+            # the request itself travels on iopub, maybe behind this prompt: answer when both are here
             request_id = prompt[len(RPC_PROMPT):]
-            # the request itself travels on iopub ahead of this prompt; keep reading until it is answered
-            deadline = time.monotonic() + 600
-            while request_id not in self.rpc_answers and time.monotonic() < deadline:
-                self._recv(0.1)
-            answer = self.rpc_answers.pop(request_id, {"error": "the request never arrived", "type": None})
-            self.kernel.send("stdin", "input_reply", {"value": json.dumps(answer, default=str)}, parent=msg)
+            answer = self._rpc_answers.pop(request_id, None)
+            if answer is None:
+                self._rpc_prompts[request_id] = msg
+            else:
+                self._send_input_reply(answer, msg)
             return
         try:
             if content.get("password"):
                 import getpass
 
-                value = getpass.getpass(content.get("prompt", ""))
+                value = getpass.getpass(prompt)
             else:
-                value = input(content.get("prompt", ""))
-        except Exception:  # this kernel cannot ask either (e.g. a headless run)
-            value = ""
+                value = input(prompt)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # never answer '' for the user: the cell is interrupted and says why
+            raise _InputFailed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
         self.kernel.send("stdin", "input_reply", {"value": value}, parent=msg)
+
+    def _send_input_reply(self, answer: dict, prompt_msg: dict):
+        self.kernel.send("stdin", "input_reply", {"value": json.dumps(answer, default=str)}, parent=prompt_msg)
+
+    # -- results -------------------------------------------------------------
+    def fetch(self, result: StepResult, *, full_keys: list | None = None, split: bool = False) -> tuple:
+        """The pickled results of a step: (stream, buffers). Large buffers are copied out of the
+        session's memory when it is on this machine; results offered first are asked for only if
+        this process has room for them (else MemoryError, and they stay in the session)."""
+        with self._lock:
+            reply = result.reply
+            pull = reply["pull"]
+            step_id = reply["id"]
+            if full_keys is not None or split:
+                return self._ask_again(step_id, {"full": True, "keys": list(full_keys or ())} if not split
+                                       else {"split": True})
+            total = pull.get("bytes", 0)
+            if reply.get("offer"):
+                _check_room(total)
+                return self._ask_again(step_id, {})
+            parts, copied = [], False
+            large = sum(part.get("n", 0) for part in pull["parts"])
+            if large:
+                _check_room(large)
+            try:
+                for part in pull["parts"]:
+                    if "a" in part:  # copied straight out of the session's memory
+                        parts.append(wire.vm_read(reply["pid"], part["a"], part["n"], self.pool))
+                        self.kernel.bytes_received += part["n"]
+                        copied = True
+                    else:
+                        parts.append(result.frames[part["i"]])
+            except OSError:
+                self.kernel.same_host = False
+                return self._ask_again(step_id, {})
+            if copied:
+                self._comm_msg({"op": "release", "id": step_id})
+            return parts[0], parts[1:], pull.get("format", "pickle")
+
+    def _ask_again(self, step_id: str, options: dict) -> tuple:
+        msg_id = self._comm_msg(dict(options, op="resend", id=step_id))
+        msg = self._next_for(step_id, {msg_id}, time.monotonic() + self.spec.timeout, OutputSink(), None)
+        data = msg["content"]["data"]
+        if data.get("status") == "failed":
+            raise PodstackError(f"the session could not send its results again: {data['error']['evalue']}")
+        buffers = list(msg["buffers"])
+        if options.get("split"):
+            return data, buffers, None
+        return buffers[0], buffers[1:], data.get("format", "pickle")
+
+    def _forward_comm(self, msg_type: str, comm_id: str, msg: dict):
+        """A message from the notebook's front end to a comm (widget) that lives in the session."""
+        with self._lock:
+            self.kernel.send("shell", msg_type, {"comm_id": comm_id, "data": msg["content"].get("data")},
+                             metadata=msg.get("metadata"), buffers=list(msg.get("buffers") or []) or None)
+
+    def _comm_msg(self, data: dict, buffers: list | None = None) -> str:
+        return self.kernel.send("shell", "comm_msg", {"comm_id": self._comm_id, "data": data}, buffers=buffers)
 
     def interrupt(self):
         self.kernel.interrupt()
 
-    def _interrupt_and_settle(self, msg_id: str, sink: OutputSink):
-        """Interrupt the remote and give it a moment to finish the cell, so the next one starts clean."""
+    def _interrupt_and_settle(self, step_id: str, ours: set, sink: OutputSink, result: StepResult) -> dict | None:
+        """Interrupt the remote and give it a moment to report back, so the next cell starts clean."""
         self.kernel.interrupt()
-        self._pending = msg_id
-        self._settle_pending(_INTERRUPT_GRACE, sink, quiet=True)
+        try:
+            msg = self._next_for(step_id, ours, time.monotonic() + _INTERRUPT_GRACE, sink, result)
+            while msg["content"]["data"].get("op") != "done":  # e.g. it was still setting memory aside
+                msg = self._next_for(step_id, ours, time.monotonic() + _INTERRUPT_GRACE, sink, result)
+            return msg["content"]["data"]
+        except (ExecutionTimeoutError, KeyboardInterrupt):
+            self._pending = step_id
+            return None
 
-    def _settle_pending(self, grace: float = 5.0, sink: OutputSink | None = None, quiet: bool = False):
+    def _settle_pending(self):
+        """Before a new step: wait for the step we stopped waiting for, and count what it changed."""
         if self._pending is None:
             return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            got = self._recv(min(0.1, deadline - time.monotonic()))
-            if got is None:
-                if not self.kernel.is_alive():
-                    break
-                continue
-            channel, msg = got
-            if _parent(msg) == self._pending and msg["msg_type"] == "status" \
-                    and msg["content"]["execution_state"] == "idle":
-                self._pending = None
-                return
-            if sink is not None and channel == "iopub" and msg["msg_type"] == "stream" \
-                    and _parent(msg) == self._pending:
-                sink.stream(msg["content"]["name"], msg["content"]["text"])
-        if not quiet:
-            self._check_alive()
-            raise PodstackError("the GPU session is still busy with an interrupted cell; wait, interrupt "
-                                "again, or run %gpu restart to start it afresh")
+        step_id = self._pending
+        late = self._late.pop(step_id, None)
+        if late is None:
+            try:
+                late = self._next_for(step_id, set(), time.monotonic() + _SETTLE_GRACE, _Discard(), None)
+            except ExecutionTimeoutError:
+                self._check_alive()
+                raise PodstackError("the GPU session is still busy with an interrupted cell; wait, interrupt "
+                                    "again, or run %gpu restart to start it afresh") from None
+        self._pending = None
+        self.sync.resolve(step_id, late["content"]["data"])
 
     # -- lifetime ----------------------------------------------------------
     def stop(self, reason: str = "stopped"):
         """Shut the kernel down and give its GPUs back (safe to call twice)."""
         if self.state == "stopped":
             return
+        self.relay.close_all()
+        self.pool.clear()
         try:
             if self.kernel is not None:
                 self.kernel.shutdown()
@@ -523,6 +774,153 @@ class GPUSession:
             "bytes_received": kernel.bytes_received if kernel is not None else 0,
             "reason": self._dead_reason,
         }
+
+
+class _NoAgentReply(Exception):
+    pass
+
+
+class _InputFailed(Exception):
+    """This notebook could not answer the session's input() (it was said to have stdin)."""
+
+
+def _interrupted(result: StepResult, reply: dict | None) -> KeyboardInterrupt:
+    """The interrupt, shown in IPython as where the session stopped (not this module's frames)."""
+    lines = (result.error or {}).get("traceback") or ((reply or {}).get("error") or {}).get("traceback") or []
+    interrupt = KeyboardInterrupt()
+    if lines:
+        interrupt._render_traceback_ = lambda: list(lines)
+    return interrupt
+
+
+class _Discard(OutputSink):
+    def stream(self, name, text):
+        pass
+
+    def display(self, content, update=False):
+        pass
+
+    def clear(self, wait):
+        pass
+
+
+def _check_room(nbytes: int):
+    """Raise MemoryError if this process cannot take ``nbytes`` more (free memory, cgroup and
+    address-space limits), before anything is allocated."""
+    free = _free_memory()
+    if free is not None and nbytes > free:
+        raise MemoryError(f"{nbytes / 1e6:,.0f} MB are needed and this notebook has {free / 1e6:,.0f} MB free")
+
+
+def _free_memory() -> int | None:
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+                    break
+    except OSError:
+        pass
+    try:
+        maximum = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if maximum != "max":
+            limits.append(int(maximum) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            limits.append(soft - used)
+    except (ImportError, OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+class CommRelay:
+    """Comms the session's kernel opens (widgets: ``tqdm.auto`` bars, sliders) mirrored in the
+    notebook's kernel, so its front end draws them live; messages from the front end go back."""
+
+    def __init__(self, session: GPUSession):
+        self._session = weakref.ref(session)
+        self.proxies: dict[str, object] = {}
+        self._pump: threading.Thread | None = None
+
+    def from_remote(self, msg: dict):
+        kind, content = msg["msg_type"], msg["content"]
+        comm_id = content.get("comm_id")
+        buffers = list(msg.get("buffers") or [])
+        if kind == "comm_open":
+            proxy = self._open_local(comm_id, content, msg.get("metadata") or {}, buffers)
+            if proxy is not None:
+                self.proxies[comm_id] = proxy
+                self._ensure_pump()
+        elif kind == "comm_msg":
+            proxy = self.proxies.get(comm_id)
+            if proxy is not None:
+                proxy.send(content.get("data"), metadata=msg.get("metadata") or None, buffers=buffers or None)
+        elif kind == "comm_close":
+            proxy = self.proxies.pop(comm_id, None)
+            if proxy is not None:
+                proxy._closed = False
+                proxy.close(content.get("data"), deleting=False)
+
+    def _open_local(self, comm_id, content, metadata, buffers):
+        try:
+            from comm import create_comm
+        except ImportError:  # pragma: no cover - ipykernel depends on comm
+            return None
+        proxy = create_comm(comm_id=comm_id, target_name=content.get("target_name"), data=content.get("data"),
+                            metadata=metadata, buffers=buffers or None,
+                            target_module=content.get("target_module"))
+        session_ref = self._session
+
+        def forward(msg, comm_id=comm_id):
+            session = session_ref()
+            if session is not None and session.alive:
+                session._forward_comm("comm_msg", comm_id, msg)
+
+        def closed(msg, comm_id=comm_id):
+            session = session_ref()
+            if self.proxies.pop(comm_id, None) is not None and session is not None and session.alive:
+                session._forward_comm("comm_close", comm_id, msg)
+
+        proxy.on_msg(forward)
+        proxy.on_close(closed)
+        return proxy
+
+    def _ensure_pump(self):
+        if self._pump is None or not self._pump.is_alive():
+            self._pump = threading.Thread(target=self._run_pump, name="podstack-comm-relay", daemon=True)
+            self._pump.start()
+
+    def _run_pump(self):
+        """Between cells, keep widgets live: relay what the session sends while no step reads it."""
+        while self.proxies:
+            session = self._session()
+            if session is None or not session.alive:
+                return
+            if session._lock.acquire(timeout=0.05):
+                try:
+                    got = session.kernel.recv(0.02)
+                    if got is not None and got[0] == "iopub":
+                        msg = got[1]
+                        if not session._handle_side_message(msg) and msg["msg_type"] == "comm_msg" \
+                                and msg["content"]["data"].get("op") == "done":
+                            session._late[msg["content"]["data"].get("id")] = msg
+                except Exception:  # the session is shutting down under us
+                    return
+                finally:
+                    session._lock.release()
+            del session
+            time.sleep(0.03)
+
+    def close_all(self):
+        self.proxies.clear()
 
 
 def _parent(msg: dict) -> str | None:
@@ -566,6 +964,7 @@ class SessionManager:
                     self._discard(spec)
                     session = None
                 if session is not None:
+                    session.last_active = time.monotonic()  # handed out: not idle (the reaper checks under this lock)
                     return session
                 starting = self._starting.get(spec)
                 if starting is None:
@@ -581,6 +980,7 @@ class SessionManager:
                          f"its remote state was lost. Starting a fresh session.")
             session.open(progress)
             with self._lock:
+                session.last_active = time.monotonic()
                 self._sessions[spec] = session
                 self._ensure_reaper()
             return session
@@ -654,8 +1054,10 @@ class SessionManager:
                     if time.monotonic() - session.last_active <= timeout:
                         continue
                     with self._lock:
-                        if self._sessions.get(session.spec) is session:
-                            self._sessions.pop(session.spec)
+                        if self._sessions.get(session.spec) is not session \
+                                or time.monotonic() - session.last_active <= timeout:
+                            continue
+                        self._sessions.pop(session.spec)
                     session.stop(reason=f"idle for more than {timeout:g}s (PODSTACK_IDLE_TIMEOUT)")
                 finally:
                     session._lock.release()
