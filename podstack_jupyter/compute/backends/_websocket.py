@@ -193,11 +193,13 @@ class KernelWebSocket(Connection):
                 raise PodstackError(
                     f"a {msg_type} of {size / 2**20:.0f} MB cannot be sent to {self.where}: a Jupyter server "
                     f"takes websocket messages of at most 10 MiB unless configured otherwise")
-            self._send_chunked(msg, buffers)
+            # the kernel handles the last piece: what the message causes (output) answers that piece's id
+            sent_id = self._send_chunked(msg, buffers)
         else:
             self._send_message(channel, msg, buffers)
+            sent_id = msg["header"]["msg_id"]
         self.bytes_sent += size
-        return msg["header"]["msg_id"]
+        return sent_id
 
     def _send_message(self, channel: str, msg: dict, buffers: list) -> None:
         pack = self._session.pack
@@ -232,6 +234,7 @@ class KernelWebSocket(Connection):
                                       parent=msg["parent_header"] or None)
             self._send_message("shell", chunk, pieces)
             pieces, room, first = [], CHUNK_BYTES, False
+            return chunk["header"]["msg_id"]
 
         for view in views:
             while view.nbytes:
@@ -241,7 +244,7 @@ class KernelWebSocket(Connection):
                 view = view[take.nbytes:]
                 if room == 0:
                     flush(last=False)
-        flush(last=True)
+        return flush(last=True)
 
     def recv(self, timeout: float) -> tuple[str, dict] | None:
         """The next message. Once the messages that arrived before the kernel died (or before the
