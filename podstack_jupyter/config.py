@@ -23,8 +23,19 @@ the ``PODSTACK_`` prefix):
                            the home) or ``postgresql://...``
 ``PODSTACK_ARTIFACT_ROOT`` where artifact files go: a folder or a URL (``file://``,
                            ``s3://bucket/prefix``; default <home>/artifacts)
-``PODSTACK_BACKEND``       compute backend for ``%%gpu``: ``local`` (default)
+``PODSTACK_BACKEND``       compute backend for ``%%gpu``: ``local`` (default), ``ray``, ``jupyter``
 ``PODSTACK_LOCAL_GPUS``    declared GPU inventory for the local backend, e.g. ``L40S:2,T4``
+``PODSTACK_RAY_ADDRESS``   Ray cluster for the ``ray`` backend (``host:6379``, ``ray://host:10001``,
+                           ``auto``); unset: a cluster this process already joined, else Ray's default
+``PODSTACK_RAY_PLACEMENT_TIMEOUT``  seconds a ``ray`` session waits for its GPUs before
+                           ``GPUNotAvailableError`` (default 60)
+``PODSTACK_RAY_CONNECT``   how the notebook reaches a Ray session's kernel: ``auto`` (its ports
+                           if reachable, else through the session's actor), ``direct``, ``tunnel``
+``PODSTACK_JUPYTER_URL``   Jupyter Server / Kernel Gateway / Enterprise Gateway for the ``jupyter``
+                           backend, e.g. ``http://gpu-box:8888`` (a JupyterHub user server's URL too)
+``PODSTACK_JUPYTER_TOKEN`` its API token
+``PODSTACK_JUPYTER_KERNEL`` kernel spec to start there (default: the server's default kernel)
+``PODSTACK_JUPYTER_GPUS``  the server machine's GPUs, e.g. ``A100-80G:4`` (default: asked of a kernel)
 ``PODSTACK_IDLE_TIMEOUT``  seconds after which an idle GPU session is stopped (0 = never)
 ``PODSTACK_AUTO_INIT``     ``1``: initialise from the environment at import time
 =========================  ==========================================================
@@ -60,9 +71,12 @@ CHECKS_GROUP = "podstack.settings_checks"
 _FIELDS_FROM_ENV = (
     "home", "api_key", "project_id", "api_url", "registry_url", "tracking_uri",
     "artifact_root", "backend", "local_gpus", "idle_timeout",
+    "ray_address", "ray_placement_timeout", "ray_connect",
+    "jupyter_url", "jupyter_token", "jupyter_kernel", "jupyter_gpus",
 )
-_SECRET_FIELDS = ("api_key",)
-_URL_FIELDS = ("api_url", "registry_url", "tracking_uri", "artifact_root")
+RAY_CONNECT_MODES = ("auto", "direct", "tunnel")
+_SECRET_FIELDS = ("api_key", "jupyter_token")
+_URL_FIELDS = ("api_url", "registry_url", "tracking_uri", "artifact_root", "jupyter_url", "ray_address")
 
 # scheme://user:password@  and  scheme://token@ (http(s) URLs carry tokens in place of a user)
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^\s/@:?#]*)(?::([^\s/@?#]*))?@")
@@ -152,6 +166,13 @@ class Settings:
     backend: str = "local"
     local_gpus: str | None = None
     idle_timeout: float = 0.0
+    ray_address: str | None = None
+    ray_placement_timeout: float = 60.0
+    ray_connect: str = "auto"
+    jupyter_url: str | None = None
+    jupyter_token: str | None = None
+    jupyter_kernel: str | None = None
+    jupyter_gpus: str | None = None
 
     def __repr__(self):
         shown = []
@@ -230,9 +251,22 @@ def _resolve() -> Settings:
             values[field] = value
     values.update({k: v for k, v in _overrides.items() if v is not None})
     values["home"] = home
+    for name, default in (("idle_timeout", 0.0), ("ray_placement_timeout", 60.0)):
+        try:
+            values[name] = float(default if values.get(name) in (None, "") else values[name])
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"PODSTACK_{name.upper()} must be a number of seconds, got {values[name]!r}") from None
+    if values["ray_placement_timeout"] <= 0:
+        raise ConfigurationError(f"PODSTACK_RAY_PLACEMENT_TIMEOUT must be above 0 seconds, got "
+                                 f"{values['ray_placement_timeout']:g}")
+    if values.get("ray_connect", "auto") not in RAY_CONNECT_MODES:
+        raise ConfigurationError(f"PODSTACK_RAY_CONNECT must be one of {', '.join(RAY_CONNECT_MODES)}, "
+                                 f"got {values['ray_connect']!r}")
     private_folder(home)  # the database, artifacts and keys live here: only this user may look in
     for field in ("api_key", "project_id", "api_url", "registry_url", "tracking_uri", "artifact_root",
-                  "backend", "local_gpus"):
+                  "backend", "local_gpus", "ray_address", "ray_connect", "jupyter_url", "jupyter_token",
+                  "jupyter_kernel", "jupyter_gpus"):
         value = values.get(field)
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise ConfigurationError(f"setting {field} must be text, got {type(value).__name__} {value!r}")
@@ -244,11 +278,6 @@ def _resolve() -> Settings:
         raise ConfigurationError(
             f"both registry_url ({values['registry_url']}) and tracking_uri ({values['tracking_uri']}) name the "
             "tracking store; set one of them")
-    try:
-        values["idle_timeout"] = float(values.get("idle_timeout") or 0)
-    except ValueError:
-        raise ConfigurationError(
-            f"PODSTACK_IDLE_TIMEOUT must be a number of seconds, got {values['idle_timeout']!r}") from None
     return Settings(**values)
 
 

@@ -141,6 +141,29 @@ def test_import_is_lazy():
     assert out == "[]"
 
 
+def test_compute_backend_settings_from_environment_and_init(monkeypatch):
+    monkeypatch.setenv("PODSTACK_BACKEND", "ray")
+    monkeypatch.setenv("PODSTACK_RAY_ADDRESS", "head:6379")
+    monkeypatch.setenv("PODSTACK_RAY_PLACEMENT_TIMEOUT", "5")
+    config.reset()
+    s = config.settings()
+    assert (s.backend, s.ray_address, s.ray_placement_timeout, s.ray_connect) == ("ray", "head:6379", 5.0, "auto")
+    s = podstack.init(backend="jupyter", jupyter_url="http://gpu-box:8888", jupyter_token="t", jupyter_gpus="T4:2")
+    assert (s.backend, s.jupyter_url, s.jupyter_token, s.jupyter_gpus) == ("jupyter", "http://gpu-box:8888", "t", "T4:2")
+
+
+def test_bad_compute_backend_settings_say_what_is_valid(monkeypatch):
+    monkeypatch.setenv("PODSTACK_RAY_CONNECT", "smoke-signals")
+    config.reset()
+    with pytest.raises(ConfigurationError, match="PODSTACK_RAY_CONNECT must be one of auto, direct, tunnel"):
+        config.settings()
+    monkeypatch.delenv("PODSTACK_RAY_CONNECT")
+    monkeypatch.setenv("PODSTACK_RAY_PLACEMENT_TIMEOUT", "0")
+    config.reset()
+    with pytest.raises(ConfigurationError, match="PLACEMENT_TIMEOUT must be above 0"):
+        config.settings()
+
+
 def test_an_artifact_root_no_repository_serves_is_refused_and_never_shown_as_in_use(monkeypatch, tmp_path):
     before = config.settings()
     with pytest.raises(ConfigurationError, match="artifact_root gs://bucket/prefix cannot be used"):

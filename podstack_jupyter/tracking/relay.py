@@ -35,7 +35,9 @@ loop never blocks on the notebook and its metrics arrive while the cell is still
 from __future__ import annotations
 
 import atexit
+import base64
 import dataclasses
+import hashlib
 import inspect
 import os
 import shutil
@@ -162,6 +164,10 @@ class RelayClient(TrackingClient):
     (see the module docstring). Artifact files travel as bytes to the notebook."""
 
     def __init__(self, store: RelayStore, artifacts=None):
+        if not os.environ.get("PODSTACK_HOME"):
+            # a kernel on another machine (Ray, a Jupyter server): the notebook's blobs are not on its
+            # disk, so downloads read them through the session (uploads already travel as bytes)
+            artifacts = RelayBlobs(store._agent)
         super().__init__(store, artifacts)
         self._agent = store._agent
 
@@ -227,6 +233,45 @@ class RelayClient(TrackingClient):
         files = [(Path(path), clean_artifact_path(name, "artifact path")) for path, name in files]
         upload = send_files(self._agent, V.identifier("run_id", run_id), files)
         return self._call("store_upload", upload)
+
+
+class RelayBlobs:
+    """The notebook's artifact blobs, read through the session by a kernel that does not share
+    the notebook's folders. Each file arrives in pieces, is checked against its digest and only
+    then moved into place; nothing is ever written to this machine's own artifact folder."""
+
+    def __init__(self, agent):
+        self._agent = agent
+
+    def _read(self, digest: str, offset: int) -> bytes:
+        return base64.b64decode(call_notebook(self._agent, OP, "read_blob", [digest, offset, _CHUNK]))
+
+    def get_file(self, digest: str, dest_path, progress=None) -> Path:
+        from ..errors import ArtifactIntegrityError
+
+        dest = Path(dest_path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, scratch = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        try:
+            check = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out:
+                offset = 0
+                while piece := self._read(digest, offset):
+                    check.update(piece)
+                    out.write(piece)
+                    offset += len(piece)
+            if check.hexdigest() != digest:
+                raise ArtifactIntegrityError(f"blob {digest} arrived from the notebook changed (it hashes to "
+                                             f"{check.hexdigest()}); nothing was written to {dest}", digest=digest)
+            os.replace(scratch, dest)
+            return dest
+        except BaseException:
+            Path(scratch).unlink(missing_ok=True)
+            raise
+
+    def open_blob(self, digest: str):
+        folder = tempfile.mkdtemp(prefix="podstack-blob-")
+        return open(self.get_file(digest, Path(folder) / digest), "rb")  # noqa: SIM115 - the caller closes it
 
 
 def session_store() -> RelayStore | None:
@@ -497,12 +542,22 @@ def _store_upload(scope, client, upload_id):
         upload.discard()
 
 
+def _read_blob(scope, client, digest, offset, length):
+    """A piece of one of the notebook's blobs, for a session reading an artifact (reads are free)."""
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise InvalidArgumentError(f"read_blob: {digest!r} is not a sha256 digest")
+    offset, length = int(offset), min(int(length), _CHUNK)
+    with client.artifacts.open_blob(digest) as blob:
+        blob.seek(offset)
+        return base64.b64encode(blob.read(length)).decode()
+
+
 _OPERATIONS = {
     "read": _read, "ensure_experiment": _ensure_experiment, "create_run": _create_run, "resume_run": _resume_run,
     "end_run": _end_run, "require_writable": _require_writable, "log_params": _log_params, "set_tags": _set_tags,
     "delete_tag": _delete_tag, "log_points": _log_points, "log_dataset_record": _log_dataset_record,
     "begin_upload": _begin_upload, "upload_chunk": _upload_chunk, "upload_progress": _upload_progress,
-    "store_upload": _store_upload,
+    "store_upload": _store_upload, "read_blob": _read_blob,
 }
 
 

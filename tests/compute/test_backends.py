@@ -52,7 +52,7 @@ def test_local_is_registered_by_entry_point_and_unknown_names_list_what_is_insta
     with pytest.raises(ConfigurationError) as info:
         backends.get_backend("rya")
     assert "unknown compute backend 'rya'" in info.value.message
-    assert "installed: local, tcp-test" in info.value.message
+    assert "installed: jupyter, local, ray, tcp-test" in info.value.message
 
 
 def test_a_backend_that_cannot_load_is_a_configuration_error(install_backend):
@@ -67,7 +67,7 @@ def test_a_backend_that_cannot_load_is_a_configuration_error(install_backend):
 def test_unknown_backend_setting_fails_the_cell_clearly(ip, monkeypatch, capsys):
     monkeypatch.setenv("PODSTACK_BACKEND", "nope")
     config.reset()
-    with pytest.raises(ConfigurationError, match="unknown compute backend 'nope'.*installed: local"):
+    with pytest.raises(ConfigurationError, match="unknown compute backend .nope..*installed: jupyter, local, ray"):
         run(ip, "%%gpu\nx = 1")
     assert "x" not in ip.user_ns
 

@@ -7,6 +7,10 @@ backend implements (:class:`Backend`, :class:`Connection`) is documented in
 :mod:`._base`. The magics and ``@gpu`` never know which backend they use.
 
 * ``local`` (default): an ipykernel subprocess on this machine.
+* ``ray``: a Ray actor on a cluster node that holds the GPUs, which starts the kernel there
+  (``pip install "podstack-jupyter[ray]"``; :mod:`.ray`).
+* ``jupyter``: a kernel of any Jupyter Server, Kernel Gateway or Enterprise Gateway, over its
+  REST API and websocket (``pip install "podstack-jupyter[jupyter]"``; :mod:`.jupyter`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ __all__ = ["Allocation", "Backend", "Connection", "Environment", "Progress", "ke
 
 ENTRY_POINT_GROUP = "podstack.backends"
 # The embedded default also works from a source tree that was never installed (no entry points).
-_BUILT_IN = {"local": "podstack_jupyter.compute.backends.local:LocalBackend"}
+_BUILT_IN = {"local": "podstack_jupyter.compute.backends.local:LocalBackend",
+             "ray": "podstack_jupyter.compute.backends.ray:RayBackend",
+             "jupyter": "podstack_jupyter.compute.backends.jupyter:JupyterBackend"}
 
 _lock = threading.Lock()
 _instances: dict[str, Backend] = {}

@@ -17,7 +17,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 import uuid
 
@@ -25,9 +24,10 @@ from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpec
 
 from ... import config
-from ...errors import ConfigurationError, EnvironmentBuildError, GPUNotAvailableError, InvalidArgumentError
-from ..spec import GPUSpec, gpu_type_from_device_name, normalize_gpu_type
+from ...errors import EnvironmentBuildError, InvalidArgumentError
+from ..spec import GPUSpec, gpu_type_from_device_name
 from ._base import Allocation, Backend, Environment, Progress, kernel_environ
+from ._ledger import DeviceLedger, declared_devices
 from ._venvs import ensure_environment
 from ._zmq import ZMQConnection, connect_sockets
 
@@ -50,34 +50,17 @@ def _nvml_devices() -> list[dict]:
     return devices
 
 
-def _declared_devices(declaration: str) -> list[dict]:
-    devices = []
-    for part in filter(None, (p.strip() for p in declaration.split(","))):
-        gpu_type, _, count = part.partition(":")
-        try:
-            gpu_type = normalize_gpu_type(gpu_type)
-            count = int(count or 1)
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"PODSTACK_LOCAL_GPUS entry {part!r} is invalid ({exc}); write TYPE[:COUNT],... e.g. 'L40S:2,T4'"
-            ) from None
-        for _ in range(count):
-            devices.append({"index": len(devices), "name": f"declared {gpu_type}", "type": gpu_type})
-    return devices
-
-
 class LocalBackend(Backend):
     """Sessions as ipykernel subprocesses of this notebook, on this machine's GPUs."""
 
     name = "local"
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._used: dict[int, int] = {}  # device index -> percent allocated
+        self._ledger = DeviceLedger("this machine")
 
     def _devices(self) -> list[dict]:
         declared = config.settings().local_gpus
-        return _declared_devices(declared) if declared else _nvml_devices()
+        return declared_devices(declared, "PODSTACK_LOCAL_GPUS") if declared else _nvml_devices()
 
     def validate(self, spec: GPUSpec) -> None:
         if spec.conda:
@@ -86,50 +69,13 @@ class LocalBackend(Backend):
                 "use pip=[...] or requirements=... instead")
 
     def inventory(self) -> list[dict]:
-        with self._lock:
-            return [dict(d, used_percent=self._used.get(d["index"], 0)) for d in self._devices()]
+        return self._ledger.inventory(self._devices())
 
     def allocate(self, spec: GPUSpec) -> Allocation:
-        devices = self._devices()
-        with self._lock:
-            if spec.type is None:
-                candidates = devices
-            else:
-                candidates = [d for d in devices if d["type"] == spec.type]
-                if not candidates:
-                    have = sorted({d["type"] or d["name"] for d in devices})
-                    raise GPUNotAvailableError(
-                        f"this machine has no {spec.type} GPU; it has: {', '.join(have) or 'no GPUs (CPU only)'}. "
-                        f"Run %%gpu without a type to use what is here.",
-                        available=self._summary(devices))
-            free = [d for d in candidates if 100 - self._used.get(d["index"], 0) >= spec.fraction]
-            if len(free) < spec.count:
-                if spec.type is None:
-                    return Allocation()  # no type asked: fall back to the CPU
-                raise GPUNotAvailableError(
-                    f"{spec.count} x {spec.type} at {spec.fraction}% requested, but only {len(free)} of "
-                    f"{len(candidates)} {spec.type} GPU(s) have that much free. Stop a session with "
-                    f"%gpu stop, or ask for a smaller fraction.",
-                    available=self._summary(devices))
-            # Prefer devices already partly used by fractional sessions, so whole GPUs stay free.
-            free.sort(key=lambda d: (-self._used.get(d["index"], 0) if spec.fraction < 100 else 0, d["index"]))
-            chosen = free[:spec.count]
-            for d in chosen:
-                self._used[d["index"]] = self._used.get(d["index"], 0) + spec.fraction
-            return Allocation([d["index"] for d in chosen], chosen[0]["type"], spec.fraction)
-
-    def _summary(self, devices) -> dict:
-        summary: dict[str, dict] = {}
-        for d in devices:
-            entry = summary.setdefault(d["type"] or d["name"], {"total": 0, "free_percent": []})
-            entry["total"] += 1
-            entry["free_percent"].append(100 - self._used.get(d["index"], 0))
-        return summary
+        return self._ledger.allocate(spec, self._devices())
 
     def release(self, allocation: Allocation) -> None:
-        with self._lock:
-            for index in allocation.gpus:
-                self._used[index] = max(0, self._used.get(index, 0) - allocation.fraction)
+        self._ledger.release(allocation)
 
     def prepare(self, spec: GPUSpec, progress: Progress, *, rebuild: bool = False) -> Environment:
         if not spec.needs_environment:
