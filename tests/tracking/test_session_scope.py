@@ -61,9 +61,12 @@ registry.log_params({"lr": 0.1})
 registry.log_metrics({"loss": 0.5}, step=0)
 registry.set_tag("stage", "train")
 registry.log_dataset("train", df=pd.DataFrame({"a": [1, 2]}))
-with open("weights.txt", "w") as f:
+import os, tempfile
+
+weights = os.path.join(tempfile.mkdtemp(), "weights.txt")  # not in the folder the tests run from
+with open(weights, "w") as f:
     f.write("w" * 10)
-registry.log_artifact("weights.txt", "files/")
+registry.log_artifact(weights, "files/")
 with registry.start_run("child", nested=True) as child:
     registry.log_metrics({"child_loss": 0.1}, step=0)
 child_id = child.id
