@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -47,10 +48,18 @@ def _f64(values) -> str:
     return base64.b64encode(np.ascontiguousarray(values, dtype=np.float64).tobytes()).decode("ascii")
 
 
+def _number(value):
+    """JSON has no NaN or infinity: those travel as the strings "NaN", "Infinity", "-Infinity"
+    (what JavaScript's ``Number()`` reads back), never as a silently different number."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
 def _run_summary(run: dict) -> dict:
     return {"id": run["id"], "name": run.get("name") or run["id"][:8], "status": run["status"],
             "experiment_id": run["experiment_id"], "start_time": run.get("start_time"),
-            "end_time": run.get("end_time"), "metrics": run.get("metrics") or {},
+            "end_time": run.get("end_time"), "metrics": {k: _number(v) for k, v in (run.get("metrics") or {}).items()},
             "params": {k: v for k, v in (run.get("params") or {}).items() if not k.startswith("podstack.")}}
 
 
