@@ -5,12 +5,6 @@ from __future__ import annotations
 
 import base64
 import math
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -20,12 +14,6 @@ from podstack_jupyter import config
 from podstack_jupyter.jupyter_ext._app import public_url
 
 TOKEN = "podstack-handlers-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -68,40 +56,17 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
+    from _services.jupyter import jupyter_env, jupyter_process
+
     root = tmp_path_factory.mktemp("server-root")
-    port = _free_port()
-    env = {**os.environ, "PODSTACK_HOME": str(store["home"]), "JUPYTER_CONFIG_DIR": str(root / ".jupyter"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for name in ("PODSTACK_TRACKING_URI", "PODSTACK_ARTIFACT_ROOT", "PODSTACK_REGISTRY_URL"):
-        env.pop(name, None)
-    log = open(root / "server.log", "wb")  # noqa: SIM115 - closed when the fixture ends
     # the wheel's config file enables the extension; naming it here too keeps the test independent of
     # where the virtualenv put that file
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "server", "--no-browser", "--allow-root", f"--ServerApp.port={port}",
-         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
-         "--ServerApp.jpserver_extensions={'podstack_jupyter.jupyter_ext': True}"],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/api/status", headers={"Authorization": f"token {TOKEN}"}, timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"jupyter server did not start: {(root / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.3)
-    with httpx.Client(base_url=f"{base}/podstack-lab/api", headers={"Authorization": f"token {TOKEN}"}, timeout=30) as client:
-        yield client
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    args = ["server", "--ServerApp.jpserver_extensions={'podstack_jupyter.jupyter_ext': True}"]
+    env = jupyter_env(root, PODSTACK_HOME=str(store["home"]))
+    with jupyter_process(args, root, env, token=TOKEN, log_path=root / "server.log") as base:
+        with httpx.Client(base_url=f"{base}/podstack-lab/api", headers={"Authorization": f"token {TOKEN}"},
+                          timeout=30) as client:
+            yield client
 
 
 def _f64(text: str) -> np.ndarray:

@@ -11,11 +11,7 @@ Screenshots go to ``test-output/labextension/`` (``PODSTACK_TEST_OUTPUT`` moves 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
@@ -45,12 +41,6 @@ CELLS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed: pip install playwright")
@@ -61,37 +51,16 @@ def lab(tmp_path_factory):
     settings = root / ".lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
-    port, token = _free_port(), "podstack-lab-test"
-    env = {**os.environ, "PODSTACK_HOME": str(root / ".podstack"), "IPYTHONDIR": str(root / ".ipython"),
-           "JUPYTER_CONFIG_DIR": str(root / ".jupyter"), "JUPYTERLAB_SETTINGS_DIR": str(root / ".lab-settings"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for name in ("PODSTACK_TRACKING_URI", "PODSTACK_ARTIFACT_ROOT", "PODSTACK_LOCAL_GPUS", "PODSTACK_BACKEND"):
-        env.pop(name, None)
-    log = open(tmp_path_factory.mktemp("lab-log") / "lab.log", "wb")  # noqa: SIM115 - closed when the fixture ends
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--ServerApp.port={port}",
-         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         f"--LabApp.workspaces_dir={root / '.ws'}", "--LabApp.news_url=",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"jupyter lab did not start: {Path(log.name).read_text()[-3000:]}")
-            time.sleep(0.5)
-    yield {"url": f"{base}/lab/tree/sidebar.ipynb?token={token}", "root": root, "log": Path(log.name)}
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    from _services.jupyter import jupyter_env, jupyter_process
+
+    token = "podstack-lab-test"
+    env = jupyter_env(root, PODSTACK_HOME=str(root / ".podstack"), IPYTHONDIR=str(root / ".ipython"),
+                      JUPYTERLAB_SETTINGS_DIR=str(root / ".lab-settings"))
+    args = ["lab", f"--LabApp.workspaces_dir={root / '.ws'}", "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    log = tmp_path_factory.mktemp("lab-log") / "lab.log"
+    with jupyter_process(args, root, env, token=token, log_path=log) as base:
+        yield {"url": f"{base}/lab/tree/sidebar.ipynb?token={token}", "root": root, "log": log}
 
 
 @pytest.fixture(scope="module")
