@@ -2,8 +2,9 @@
 
 One JupyterLab, one notebook written here: ``%load_ext podstack``, a ``%%track`` cell that logs
 metrics and registers a model, then a tracked ``%%gpu`` cell that runs a few seconds. What a user sees is
-checked: the status bar goes from "no session" to running (with the elapsed time) to idle; the
-sidebar lists the session, the run with its latest metric and the model; clicking the run opens
+checked: the status bar goes from "no session" to running (with the elapsed time and the run) to
+idle; clicking it opens the sidebar, which follows the running cell by itself and lists the
+session, the runs with their latest metric and the model; clicking the run opens
 its metrics chart; the sidebar's Stop button stops the session and the status bar says so.
 Screenshots go to ``test-output/labextension/`` (``PODSTACK_TEST_OUTPUT`` moves it).
 """
@@ -112,6 +113,11 @@ def test_sidebar_and_status_bar_follow_the_notebook(lab, page):
         news.first.click()
     status = page.locator(".podstack-status")
     assert "no session" in status.inner_text()
+    # clicking the status bar item opens the sidebar
+    status.click()
+    sidebar = page.locator("#podstack-sidebar")
+    sidebar.wait_for(state="visible")
+    assert "No GPU sessions" in sidebar.inner_text()
 
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
@@ -120,6 +126,10 @@ def test_sidebar_and_status_bar_follow_the_notebook(lab, page):
     seen = _status_texts_until(page, lambda t: ": running" in t and "s" in t.split("running")[-1], 120)
     running = status.inner_text()
     status.screenshot(path=str(OUTPUT / "1-status-running.png"))
+    # meanwhile the sidebar follows without a click: the busy session, the run still running
+    sidebar.locator("tr[data-session]", has_text="busy").wait_for(timeout=10_000)
+    sidebar.locator(".podstack-run[data-status='running']", has_text="gpu-run").wait_for(timeout=10_000)
+    sidebar.screenshot(path=str(OUTPUT / "2-sidebar-while-running.png"))
     seen += _status_texts_until(page, lambda t: ": idle" in t, 60)
     assert "no session" in seen[0], seen
     assert any(": running" in t for t in seen), seen
@@ -127,10 +137,7 @@ def test_sidebar_and_status_bar_follow_the_notebook(lab, page):
     page.locator(".jp-OutputArea-output", has_text="answer 42").wait_for()
     status.screenshot(path=str(OUTPUT / "2-status-idle.png"))
 
-    # clicking the status bar item opens the sidebar: the session, the run and the model
-    status.click()
-    sidebar = page.locator("#podstack-sidebar")
-    sidebar.wait_for(state="visible")
+    # the sidebar: the session, the runs and the model
     session_row = sidebar.locator("tr[data-session]").first
     session_row.wait_for()
     assert "idle" in session_row.inner_text()
