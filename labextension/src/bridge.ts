@@ -37,6 +37,15 @@ export class KernelBridge {
     });
     // ... and serves the target when it already ran (the page was reloaded): ask for one
     this.connect();
+    // a restarted or dead kernel has no sessions any more: never show the old ones as live
+    kernel.statusChanged.connect((_, status) => {
+      if (status === "restarting" || status === "autorestarting" || status === "dead") {
+        this.state = null;
+        this.reply = null;
+        this.comm = null;
+        this.notify();
+      }
+    });
   }
 
   /** Open a comm to the kernel; a kernel without podstack loaded closes it at once (no harm). */

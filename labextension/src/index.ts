@@ -227,7 +227,8 @@ class Sidebar extends Widget {
   }
 
   private async loadRuns(experimentId: string | null) {
-    const query = experimentId ? `runs?experiment_id=${encodeURIComponent(experimentId)}&max=30` : "runs?max=30";
+    // how many: the server's PodstackLabApp.max_runs
+    const query = experimentId ? `runs?experiment_id=${encodeURIComponent(experimentId)}` : "runs";
     const body = await api(query);
     this.runsTitle.textContent = body.experiment ? `Runs of ${body.experiment.name}` : "Recent runs";
     const runs: any[] = body.runs || [];
