@@ -2,15 +2,16 @@
 the sidebar and the status bar what this kernel holds, and carries their Stop / Restart back.
 
 The GPU sessions live in the notebook's kernel process, so only the kernel can say what they are
-doing. The bridge follows ``session.state``, ``run``, ``metrics.logged`` and ``model`` events and
-sends a whole state message (never a diff: a front end that missed one is right again with the
-next), at most ``RATE`` times a second, from one background thread:
+doing. The bridge follows ``session.state``, ``run`` and ``model`` events (not ``metrics.logged``,
+so a metric loop pays nothing for it: while a run is active the sidebar is told to re-read runs
+every ``RUN_POLL`` seconds instead) and sends a whole state message (never a diff: a front end
+that missed one is right again with the next), at most ``RATE`` times a second, from one thread:
 
 ``{"type": "state", "sessions": [GPUSession.info() + "at", "since"], "run": {id, name, experiment_id}
 or null, "experiment_id": the experiment of the newest run this kernel started, "store": the
 store URL (password hidden), "changed": {"runs": n, "models": n}}``
 
-``changed`` counts run and model events: the sidebar re-reads runs or models from the server
+``changed`` counts run and model events (and ticks while a run is active): the sidebar re-reads runs or models from the server
 extension when its number moves. The front end opens the comm when it connects to a kernel that
 already has the bridge; ``attach`` opens one when ``%load_ext podstack`` runs.
 
@@ -32,6 +33,10 @@ from . import COMM_TARGET
 log = logging.getLogger("podstack.lab")
 
 RATE = 4.0  # state messages a second, at most
+# While a run started here is active, the sidebar re-reads runs this often (seconds) for their latest
+# metrics. Listening to ``metrics.logged`` instead would put an event on every log_metrics call
+# (about a third more per call: bench/bench_labext.py measured it before this choice).
+RUN_POLL = 2.0
 
 
 def _sessions():
@@ -55,7 +60,6 @@ class LabBridge:
         self._subscriptions = [
             events.subscribe("session.state", self._on_session),
             events.subscribe("run", self._on_run),
-            events.subscribe("metrics.logged", self._on_metrics),
             events.subscribe("model", self._on_model),
         ]
         self._thread = threading.Thread(target=self._loop, name="podstack-lab-bridge", daemon=True)
@@ -154,11 +158,6 @@ class LabBridge:
             self._changed["runs"] += 1
         self._wake.set()
 
-    def _on_metrics(self, _event) -> None:
-        with self._lock:
-            self._changed["runs"] += 1
-        self._wake.set()
-
     def _on_model(self, _event) -> None:
         with self._lock:
             self._changed["models"] += 1
@@ -175,10 +174,13 @@ class LabBridge:
 
     def _loop(self) -> None:
         while not self._closed.is_set():
-            self._wake.wait()
+            woken = self._wake.wait(RUN_POLL if self._runs else None)
             self._wake.clear()
             if self._closed.is_set():
                 return
+            if not woken:  # a run is active: its metrics moved on, most likely (see RUN_POLL)
+                with self._lock:
+                    self._changed["runs"] += 1
             started = time.monotonic()
             if self._comms:
                 try:
