@@ -41,6 +41,8 @@ _LAZY = {
     "experiment": ("podstack_jupyter.tracking", "experiment"),
     "run": ("podstack_jupyter.tracking", "run"),
     "model": ("podstack_jupyter.models", "model"),
+    "ModelRegistry": ("podstack_jupyter.models", "ModelRegistry"),
+    "ModelManager": ("podstack_jupyter.models", "ModelManager"),
     "artifacts": ("podstack_jupyter.artifacts", None),
     "config": ("podstack_jupyter.config", None),
     "events": ("podstack_jupyter.events", None),
@@ -54,9 +56,11 @@ _LAZY = {
 _ERRORS = (
     "PodstackError", "ConfigurationError", "AuthenticationError", "RateLimitError",
     "GPUNotAvailableError", "EnvironmentBuildError", "SerializationError", "ExecutionTimeoutError",
-    "RemoteExecutionError", "SessionDiedError", "CellSyntaxError", "StoreError", "InvalidArgumentError", "NotFoundError",
+    "RemoteExecutionError", "SessionDiedError", "CellSyntaxError", "StoreError", "InvalidArgumentError",
+    "DuplicateError", "NotFoundError",
     "ExperimentNotFoundError", "RunNotFoundError", "ModelNotFoundError", "ArtifactNotFoundError",
     "ArtifactIntegrityError", "TreeHashMismatchError", "UnsafeArchiveError", "ArtifactInstallError",
+    "ModelSourceError", "ArtifactsUploadError", "ArtifactsDownloadError",
 )
 _LAZY.update({name: ("podstack_jupyter.errors", name) for name in _ERRORS})
 

@@ -18,6 +18,7 @@ wrong in the notebook's own terms.
     ├── CellSyntaxError             a %%gpu cell does not parse; nothing was sent
     ├── StoreError                  the tracking store could not do a call (locked, unreachable); it wrote nothing
     ├── InvalidArgumentError        (also a ValueError) an argument is out of range or malformed
+    │   └── DuplicateError          a name that must be unique is taken (a model, a version name, a tag)
     ├── NotFoundError               (also a LookupError) something asked for does not exist
     │   ├── ExperimentNotFoundError
     │   ├── RunNotFoundError
@@ -26,7 +27,10 @@ wrong in the notebook's own terms.
     ├── ArtifactIntegrityError      a stored blob or a download does not match its recorded digest
     │   ├── TreeHashMismatchError   an unpacked artifact's git-tree-sha1 is not the one Artifacts.toml names
     │   └── UnsafeArchiveError      a tarball would write outside its folder (absolute path, '..', escaping link)
-    └── ArtifactInstallError        an Artifacts.toml artifact could not be installed from any of its urls
+    ├── ArtifactInstallError        an Artifacts.toml artifact could not be installed from any of its urls
+    ├── ModelSourceError            a model's files could not be had from their source (the hub, S3, a path)
+    ├── ArtifactsUploadError        podstack.artifacts.upload() stored nothing under the tag asked (.cause)
+    └── ArtifactsDownloadError      podstack.artifacts.download() could not fetch what was asked (.cause)
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ __all__ = [
     "CellSyntaxError",
     "StoreError",
     "InvalidArgumentError",
+    "DuplicateError",
     "NotFoundError",
     "ExperimentNotFoundError",
     "RunNotFoundError",
@@ -54,6 +59,9 @@ __all__ = [
     "TreeHashMismatchError",
     "UnsafeArchiveError",
     "ArtifactInstallError",
+    "ModelSourceError",
+    "ArtifactsUploadError",
+    "ArtifactsDownloadError",
 ]
 
 
@@ -157,6 +165,11 @@ class InvalidArgumentError(PodstackError, ValueError):
     """An argument is malformed or out of range; the message names it and the valid choices."""
 
 
+class DuplicateError(InvalidArgumentError):
+    """A name that must be unique is already taken: a registered model, a version name of a model,
+    an artifact tag. The message says "already exists" and names it; nothing was written."""
+
+
 class NotFoundError(PodstackError, LookupError):
     """Something looked up by name or id does not exist."""
 
@@ -204,3 +217,27 @@ class ArtifactInstallError(PodstackError):
 
     def __init__(self, message: str = "", name: str | None = None, attempts: list | None = None):
         super().__init__(message, name=name, attempts=list(attempts or []))
+
+
+class ModelSourceError(PodstackError):
+    """A model's files could not be had from where they are: the Hugging Face hub (unreachable, no
+    such repo, revision or file; offline and not cached), an S3 location or a local path. The
+    message says where and why; nothing was registered."""
+
+
+class ArtifactsUploadError(PodstackError):
+    """``podstack.artifacts.upload()`` could not store the files (no active run and no tag, a tag
+    that is taken, a path that does not exist, the store failed). ``.cause`` is the error behind it,
+    if any. A tag is only ever bound to a complete upload."""
+
+    def __init__(self, message: str = "", cause: BaseException | None = None):
+        super().__init__(message, cause=cause)
+
+
+class ArtifactsDownloadError(PodstackError):
+    """``podstack.artifacts.download()`` could not fetch the files (no run or tag given, an unknown
+    run or tag, no artifact at that path, a local path in the way, a corrupted blob). ``.cause`` is
+    the error behind it, if any. Files already in place are left as they were."""
+
+    def __init__(self, message: str = "", cause: BaseException | None = None):
+        super().__init__(message, cause=cause)

@@ -27,6 +27,9 @@ Topics published today (``data`` keys):
 ``model.version_created``  ``model``, ``version``
 ``model.stage_changed``    ``model``, ``version``, ``stage``
 ``model.alias_changed``    ``model``, ``alias``, ``version`` (``None``: removed)
+``model.latest_changed``   ``model``, ``version`` (``set_latest_version``)
+``model.version_deleted``  ``model``, ``version``
+``model.deleted``          ``model``
 ``session.state``          ``session`` (``GPUSession.info()``), ``state``
 =========================  ===================================================================
 

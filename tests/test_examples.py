@@ -84,3 +84,29 @@ def test_julia_artifacts_notebook_binds_installs_refuses_and_publishes():
     assert "refused: True | installed: False" in outputs_of(code[3])[0]
     published = outputs_of(code[4])[0]
     assert "['config.json', 'weights.bin'] True" in published and '{"hidden": 8}' in published
+
+
+def test_models_and_artifacts_notebook_walks_through_every_face_of_one_registry():
+    pytest.importorskip("sklearn")
+    nb = execute("models_and_artifacts.ipynb")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "working in a scratch folder: True" in outputs_of(code[0])[0]
+    tagged = outputs_of(code[1])[0]
+    assert "'datasets/iris/README', 'datasets/iris/train.csv', 'model/model.pkl'" in tagged
+    assert "fetched by tag: ['README', 'train.csv']" in tagged and "refused: upload: tag 'iris-v1' already exists" \
+        in tagged
+    assert "v1 named '_v1', files of run True: True" in outputs_of(code[2])[0]
+    assert "loaded predicts: [0, 1]" in outputs_of(code[2])[0]
+    kubeflow = outputs_of(code[3])[0]
+    assert "1.0.0 ML Team {'accuracy': 'float', 'calibrated': 'bool', 'dataset': 'str', 'epochs': 'int'}" in kubeflow
+    assert "missing: None" in kubeflow and "DuplicateError: model 'fraud-detector' already has a version" in kubeflow
+    assert "['fraud-detector', 'iris-classifier']" in kubeflow and "description: Updated description" in kubeflow
+    info = outputs_of(code[4])[0]
+    assert "Versions:  2 (latest: _v2)" in info and "Web link:  https://models.example.com/models/" in info
+    assert "Tags:      base-model, experimental, production" in info
+    managed = outputs_of(code[5])[0]
+    assert "latest holds: weights two" in managed and "after set_latest_version: weights one" in managed
+    assert managed.count("refused:") == 3 and "reserved for automatic versions" in managed
+    last = outputs_of(code[6])[0]
+    assert "['demo_model_local', 'fraud-detector', 'iris-classifier']" in last
+    assert "versions left: ['_v2']" in last and "after deleting fraud-detector: None" in last

@@ -8,12 +8,15 @@ def test_podstack_public_names():
     assert sorted(podstack.__all__) == sorted([
         "init", "load_ipython_extension", "unload_ipython_extension", "__version__",
         "gpu", "run_on_gpu", "GPURunResult", "sessions", "Client", "registry", "experiment", "run", "model",
+        "ModelRegistry", "ModelManager",
         "artifacts", "config", "events", "errors",
         "PodstackError", "ConfigurationError", "AuthenticationError", "RateLimitError", "GPUNotAvailableError",
         "EnvironmentBuildError", "SerializationError", "ExecutionTimeoutError", "RemoteExecutionError",
-        "SessionDiedError", "CellSyntaxError", "StoreError", "InvalidArgumentError", "NotFoundError",
+        "SessionDiedError", "CellSyntaxError", "StoreError", "InvalidArgumentError", "DuplicateError", "NotFoundError",
         "ExperimentNotFoundError", "RunNotFoundError", "ModelNotFoundError", "ArtifactNotFoundError",
-        "ArtifactIntegrityError", "TreeHashMismatchError", "UnsafeArchiveError", "ArtifactInstallError"])
+        "ArtifactIntegrityError", "TreeHashMismatchError", "UnsafeArchiveError", "ArtifactInstallError",
+        "ModelSourceError", "ArtifactsUploadError", "ArtifactsDownloadError",
+        "show_metrics", "show_runs", "show_lineage", "show_artifacts", "show_sessions"])
     for name in podstack.__all__:
         assert getattr(podstack, name) is not None
 
@@ -28,7 +31,7 @@ def test_registry_public_names_are_seed_000s_plus_the_clients():
         "log_dataset", "get_run_datasets", "get_model_lineage",
         "log_artifact", "list_artifacts", "download_artifact", "log_model", "load_model",
         "register_model", "set_model_stage", "set_model_alias", "delete_model_alias", "get_model",
-        "get_model_version", "list_models",
+        "get_model_version", "list_models", "set_latest_version", "delete_model",
         "Run", "Experiment", "Dataset", "MetricPoint", "MetricHistory", "RegisteredModel", "ModelVersion",
         "RUN_STATUSES", "MODEL_STAGES"])
     for name in registry.__all__:

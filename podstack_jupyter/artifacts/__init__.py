@@ -22,6 +22,10 @@ is S3's); its class is called with the URL.
 
 Julia-compatible ``Artifacts.toml`` (``artifact``, ``create_artifact``, ``bind_artifact``,
 ``compute_git_tree_sha1``, ...) lives in ``artifacts.julia``; its names are also here.
+
+Tagged artifact sets, dstack's artifacts API (``upload(local_path, artifact_path=None, tag=None)``,
+``download(run=None, tag=None, artifact_path=None, local_path=None)``, ``list_tags``,
+``delete_tag``), live in ``artifacts._tagged``; their names are also here.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ _REPOSITORIES: dict[str, object] = {"s3": S3ArtifactStore}
 from ._julia_names import JULIA_NAMES as _JULIA_NAMES  # noqa: E402
 
 __all__ += _JULIA_NAMES
+# tagged artifact sets (seed 001), imported on first use
+_TAGGED_NAMES = ("upload", "download", "list_tags", "delete_tag", "TaggedArtifacts")
+__all__ += _TAGGED_NAMES
 
 
 def __getattr__(name: str):
@@ -52,6 +59,10 @@ def __getattr__(name: str):
         from . import julia
 
         return getattr(julia, name)
+    if name in _TAGGED_NAMES:
+        from . import _tagged
+
+        return getattr(_tagged, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

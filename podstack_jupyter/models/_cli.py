@@ -3,7 +3,7 @@
 ::
 
     podstack models list
-    podstack models show NAME            # versions with stage, run, framework; aliases
+    podstack models show NAME            # versions with stage, run, name, where the files are, format; aliases
     podstack models lineage NAME         # which datasets trained each version, via which run
 
 Each reads the store of the current settings or the one ``--store URL`` names, prints a
@@ -48,10 +48,14 @@ def _models_show(args):
         print(to_json(model))
         return 0
     lines = [f"model       {model.name}", f"id          {model.id}", f"description {model.description or '-'}",
-             f"aliases     {' '.join(f'{a}->v{n}' for a, n in sorted(model.aliases.items())) or '-'}", ""]
-    rows = [[f"v{v.version}", v.stage, v.run_id or "-", v.source or "-", v.framework or "-", " ".join(v.aliases) or "-",
-             (v.created_at or "-")[:19].replace("T", " ")] for v in reversed(model.versions)]
-    lines.append(table(rows, ["VERSION", "STAGE", "RUN", "SOURCE", "FRAMEWORK", "ALIASES", "CREATED (UTC)"],
+             f"aliases     {' '.join(f'{a}->v{n}' for a, n in sorted(model.aliases.items())) or '-'}",
+             f"category    {model.category or '-'}", f"owner       {model.owner or '-'}",
+             f"tags        {' '.join(f'{k}={v}' if v else k for k, v in sorted(model.tags.items())) or '-'}", ""]
+    latest = model.latest_version_number
+    rows = [[f"v{v.version}", v.stage, v.run_id or "-", v.version_name + (" (latest)" if v.version == latest else ""),
+             (v.source if v.run_id else v.uri) or "-", v.framework or v.model_format_name or "-",
+             " ".join(v.aliases) or "-", (v.created_at or "-")[:19].replace("T", " ")] for v in reversed(model.versions)]
+    lines.append(table(rows, ["VERSION", "STAGE", "RUN", "NAME", "SOURCE", "FORMAT", "ALIASES", "CREATED (UTC)"],
                        empty="no versions yet"))
     print("\n".join(lines))
     return 0

@@ -21,7 +21,8 @@ from ..tracking.runs import active_runs
 from .client import ModelRegistryClient
 
 __all__ = ["model_client", "log_model", "load_model", "register_model", "set_model_stage", "set_model_alias",
-           "delete_model_alias", "get_model", "get_model_version", "list_models", "get_model_lineage"]
+           "delete_model_alias", "get_model", "get_model_version", "list_models", "get_model_lineage",
+           "set_latest_version", "delete_model"]
 
 _cache: ModelRegistryClient | None = None
 
@@ -56,8 +57,8 @@ def log_model(model, artifact_path: str = "model", framework: str | None = None,
 
 def load_model(model_name: str, version: int | None = None, stage: str | None = None, alias: str | None = None,
                framework: str | None = None):
-    """Load a registered model: by ``version``, ``stage`` or ``alias`` (one of them; the latest
-    version when none). Its files are fetched from the artifact store into a cache under the
+    """Load a registered model: by ``version`` (number or name), ``stage`` or ``alias`` (one of
+    them; the latest version when none). Its files are fetched from the artifact store into a cache under the
     podstack home (files already there with the right digest are kept), verified, then
     deserialized with ``framework`` (default: the one recorded by ``log_model``)."""
     from ..config import settings
@@ -102,11 +103,24 @@ def list_models() -> list[RegisteredModel]:
     return model_client().list_registered_models()
 
 
-def get_model_version(name: str, version: int | None = None, stage: str | None = None,
+def get_model_version(name: str, version: int | str | None = None, stage: str | None = None,
                       alias: str | None = None) -> ModelVersion:
-    """One version of a model: by number, by ``stage`` (the newest version in it), by ``alias``,
-    or the latest version when none is given."""
+    """One version of a model: by number (``1``) or name (``"v1.0"``), by ``stage`` (the newest
+    version in it), by ``alias``, or the latest version when none is given."""
     return model_client().get_model_version(name, version=version, stage=stage, alias=alias)
+
+
+def set_latest_version(name: str, version: int | str) -> ModelVersion:
+    """Point the model's ``latest`` (what ``load_model(name)`` loads) at a version; no file is
+    touched. Registering a new version makes it the latest again."""
+    return model_client().set_latest_version(name, version)
+
+
+def delete_model(name: str, version: int | str | None = None) -> dict:
+    """Delete one version of a model (and the model with its last version), or with no
+    ``version`` the whole model. The files of runs stay with their runs. Returns
+    ``{"model", "versions", "model_deleted"}``."""
+    return model_client().delete_model(name, version)
 
 
 def get_model_lineage(model_id: str) -> dict:

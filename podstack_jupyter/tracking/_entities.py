@@ -169,8 +169,20 @@ class MetricHistory:
 
 @dataclasses.dataclass(frozen=True)
 class ModelVersion:
-    """One version of a registered model: ``version`` (1, 2, 3...), ``stage``, the ``run_id`` that
-    produced it, ``source`` (artifact path of the model inside that run) and ``framework``."""
+    """One version of a registered model.
+
+    ``version`` is its number (1, 2, 3...; never reused) and ``version_name`` its name, unique
+    in the model: the one given at registration ("1.0.0", "v1.0") or the automatic ``_v<number>``.
+    ``name`` is the model's name. ``stage`` (``development``/``staging``/``production``/
+    ``archived``); ``state`` is ``ARCHIVED`` in stage ``archived``, else ``LIVE``.
+
+    Where its files are: ``run_id`` and ``source`` (the model's folder among that run's
+    artifacts) for a version registered from a run or uploaded, and ``uri`` (``runs:/<run>/<path>``
+    then, or where the files live for a version registered by URI); ``model_format_name`` /
+    ``model_format_version``, ``storage_key`` / ``storage_path`` describe them. ``framework``:
+    how ``log_model`` serialized it. ``author``, ``owner`` (the model's), ``description`` and
+    ``metadata`` (typed: bool, int, float, str values as given).
+    """
 
     id: str
     model_id: str
@@ -184,22 +196,43 @@ class ModelVersion:
     aliases: tuple = ()
     created_at: str | None = None
     updated_at: str | None = None
+    version_name: str | None = None
+    uri: str | None = None
+    model_format_name: str | None = None
+    model_format_version: str | None = None
+    storage_key: str | None = None
+    storage_path: str | None = None
+    author: str | None = None
+    owner: str | None = None
+    metadata: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        return "ARCHIVED" if self.stage == "archived" else "LIVE"
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         return _rich_display(self, include, exclude)
 
     @classmethod
-    def from_record(cls, r: dict, name: str, aliases=()) -> "ModelVersion":
+    def from_record(cls, r: dict, name: str, aliases=(), owner: str | None = None) -> "ModelVersion":
+        uri = r.get("uri")
+        if uri is None and r.get("run_id") and r.get("source"):
+            uri = f"runs:/{r['run_id']}/{r['source']}"
         return cls(id=r["id"], model_id=r["model_id"], name=name, version=r["version"], run_id=r.get("run_id"),
                    stage=r["stage"], source=r.get("source"), framework=r.get("framework"),
                    description=r.get("description"), aliases=tuple(aliases), created_at=iso(r.get("created_at")),
-                   updated_at=iso(r.get("updated_at")))
+                   updated_at=iso(r.get("updated_at")), version_name=r.get("name") or f"_v{r['version']}", uri=uri,
+                   model_format_name=r.get("model_format_name"), model_format_version=r.get("model_format_version"),
+                   storage_key=r.get("storage_key"), storage_path=r.get("storage_path"), author=r.get("author"),
+                   owner=owner, metadata=dict(r.get("properties") or {}))
 
 
 @dataclasses.dataclass(frozen=True)
 class RegisteredModel:
     """A registered model: ``id``, ``name``, ``description``, ``versions`` (oldest first),
-    ``aliases`` (alias -> version number), ``latest_version``."""
+    ``aliases`` (alias -> version number), ``latest_version`` (the version ``set_latest_version``
+    pinned, else the newest), ``owner``, ``category``, ``tags``, ``state`` (``LIVE``/``ARCHIVED``)
+    and typed ``metadata``."""
 
     id: str
     name: str
@@ -209,6 +242,12 @@ class RegisteredModel:
     tags: dict = dataclasses.field(default_factory=dict)
     created_at: str | None = None
     updated_at: str | None = None
+    owner: str | None = None
+    category: str | None = None
+    state: str = "LIVE"
+    metadata: dict = dataclasses.field(default_factory=dict)
+    #: the number ``latest_version`` is: the pinned one, else the newest (``None``: no versions)
+    latest_version_number: int | None = None
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         return _rich_display(self, include, exclude)
@@ -218,19 +257,23 @@ class RegisteredModel:
         by_version: dict[int, list] = {}
         for alias, number in (r.get("aliases") or {}).items():
             by_version.setdefault(number, []).append(alias)
-        versions = tuple(ModelVersion.from_record(v, r["name"], sorted(by_version.get(v["version"], ())))
+        versions = tuple(ModelVersion.from_record(v, r["name"], sorted(by_version.get(v["version"], ())), r.get("owner"))
                          for v in r.get("versions") or ())
+        numbers = {v.version for v in versions}
+        pinned = r.get("latest_version")
+        latest = pinned if pinned in numbers else (versions[-1].version if versions else None)
         return cls(id=r["id"], name=r["name"], description=r.get("description"), versions=versions,
                    aliases=dict(r.get("aliases") or {}), tags=dict(r.get("tags") or {}),
-                   created_at=iso(r.get("created_at")), updated_at=iso(r.get("updated_at")))
+                   created_at=iso(r.get("created_at")), updated_at=iso(r.get("updated_at")), owner=r.get("owner"),
+                   category=r.get("category"), state=r.get("state") or "LIVE",
+                   metadata=dict(r.get("properties") or {}), latest_version_number=latest)
 
     @property
     def latest_version(self) -> ModelVersion | None:
-        return self.versions[-1] if self.versions else None
+        return self.get_version(self.latest_version_number) if self.latest_version_number is not None else None
 
     def get_version(self, version: int) -> ModelVersion | None:
         return next((v for v in self.versions if v.version == version), None)
-
 
 
 class ModelLineage(dict):

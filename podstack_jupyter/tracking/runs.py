@@ -27,7 +27,8 @@ import time
 from ..errors import InvalidArgumentError, PodstackError
 from ._entities import _rich_display, iso
 from . import _validate as V
-from ._publish import publish_series
+from ..events import has_subscribers
+from ._publish import TOPIC, publish_series
 from .journal import Journal, durable_url, journal_directory, reason, recover, set_aside, write_series
 
 __all__ = ["Run", "active_runs", "metric_buffer", "clean_metrics"]
@@ -343,6 +344,7 @@ class _MetricBuffer:
     """Metric points on their way to the store; see the module docstring."""
 
     interval = 0.5            # seconds between background flushes (sooner each time a journal segment fills)
+    live_interval = 0.1       # ... while something shows metrics live (a chart subscribed to metrics.logged)
     block_at = 2_000_000      # pending points beyond which log_metrics flushes itself (back-pressure)
     batch_points = 200_000    # points per store transaction
     recover_every = 10.0      # seconds between looks for journals of dead processes (e.g. forked workers)
@@ -443,7 +445,10 @@ class _MetricBuffer:
             self._wake.clear()
             try:
                 self.flush(raise_errors=False)
-                wait = self.interval if self._down is None else min(max(wait, self.interval) * 2, 30.0)
+                if self._down is not None:
+                    wait = min(max(wait, self.interval) * 2, 30.0)
+                else:
+                    wait = self.live_interval if has_subscribers(TOPIC) else self.interval
                 if time.monotonic() - self._recovered_at > self.recover_every:
                     self.recover_dead()
             except Exception:  # noqa: BLE001 - the flusher must survive; errors surface at the next flush()

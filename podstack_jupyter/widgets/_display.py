@@ -72,7 +72,7 @@ def live_chart(shell, cell: str, run_cell):
             return run_cell() if run_cell is not None else run_in_shell(shell, cell, "<tracked cell>")
         from IPython.display import display
 
-        from ..tracking import registry
+        from .. import registry
         from .metrics import MetricsChart
 
         chart = None

@@ -91,7 +91,7 @@ class ArtifactBrowser(PodstackWidget):
         self.reload()
 
     def reload(self) -> None:
-        from ..tracking import registry
+        from .. import registry
 
         run = registry.get_run(self._run_id)
         entries = registry.list_artifacts(self._run_id)
@@ -123,7 +123,7 @@ class ArtifactBrowser(PodstackWidget):
     def download(self, path: str) -> str:
         """Copy the artifact file or folder ``path`` into ``download_dir``; returns the local path.
         A different file or folder already there is left alone: the copy gets a numbered name."""
-        from ..tracking import registry
+        from .. import registry
 
         path = self._known(path)
         destination = Path(self.download_dir)
@@ -147,7 +147,7 @@ class ArtifactBrowser(PodstackWidget):
 
     def preview(self, path: str) -> tuple[dict, bytes]:
         """``(info, content)`` for the view: an image's bytes, or the start of a text file."""
-        from ..tracking import registry
+        from .. import registry
 
         path = self._known(path)
         entry = next((f for f in self.files if f["path"] == path), None)

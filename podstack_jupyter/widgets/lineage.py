@@ -55,7 +55,7 @@ class LineageGraph(PodstackWidget):
 
     def reload(self) -> None:
         """Read the model and its lineage again."""
-        from ..tracking import registry
+        from .. import registry
 
         lineage = registry.get_model_lineage(self._model_ref)
         model = registry.get_model(lineage["model_id"])

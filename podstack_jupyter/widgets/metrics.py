@@ -104,7 +104,7 @@ class MetricsChart(PodstackWidget):
 
     def set_runs(self, run_ids) -> None:
         """Show these runs (ids, or :class:`Run` objects), reading their metrics from the store."""
-        from ..tracking import registry
+        from .. import registry
 
         if isinstance(run_ids, str) or not hasattr(run_ids, "__iter__"):
             run_ids = [run_ids]
@@ -157,7 +157,7 @@ class MetricsChart(PodstackWidget):
         chart = cls(keys=[history.key], live=False, **options)
         name, start, status = history.run_id[:8], None, ""
         try:
-            from ..tracking import registry
+            from .. import registry
 
             run = registry.get_run(history.run_id)
             name, start, status = run.name or name, _epoch(run.start_time), run.status
@@ -254,7 +254,7 @@ class MetricsChart(PodstackWidget):
 
     def _reload(self, run_ids) -> None:
         """Re-read runs from the store: their status, and every point (what the store holds is the truth)."""
-        from ..tracking import registry
+        from .. import registry
 
         runs = list(self.runs)
         for i, entry in enumerate(runs):
@@ -275,7 +275,7 @@ class MetricsChart(PodstackWidget):
     def finish(self) -> None:
         """Send what is pending, re-read the runs from the store and send the exact final snapshot
         (``%%track`` calls this when its cell ends)."""
-        from ..tracking import registry
+        from .. import registry
 
         registry.flush()
         with self._lock:

@@ -60,7 +60,8 @@ class RunsTable(PodstackWidget):
         self._loaded_at = 0.0
         self._run_ids: set[str] = set()
         if experiment is not None:
-            from ..tracking import Experiment, registry
+            from .. import registry
+            from ..tracking import Experiment
 
             if isinstance(experiment, Experiment):
                 found = experiment
@@ -86,7 +87,7 @@ class RunsTable(PodstackWidget):
 
     def reload(self) -> None:
         """Read the runs from the store again."""
-        from ..tracking import registry
+        from .. import registry
 
         runs = registry.search_runs(experiment_id=self._experiment_id, max_results=self._max_results,
                                     **self._search)

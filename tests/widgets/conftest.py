@@ -9,7 +9,7 @@ from podstack_jupyter import config
 
 @pytest.fixture(autouse=True)
 def fresh_store(podstack_home):
-    from podstack_jupyter.tracking import registry
+    from podstack_jupyter import registry
 
     config.reset()
     registry._reset_store()

@@ -35,36 +35,6 @@ pytestmark = [
                               "(.ci/run installs it); Playwright's own browser download is not used"),
 ]
 
-# Until the tracking plane publishes `metrics.logged` and `run.ended` (documented in
-# podstack_jupyter.events), the notebook's kernel publishes them, exactly as documented, from this
-# startup file. Each part does nothing once the tracking plane publishes that topic itself.
-_STAND_IN_PUBLISHER = '''
-from pathlib import Path
-import podstack_jupyter.tracking as _tracking
-if not any('"metrics.logged"' in _p.read_text() for _p in Path(_tracking.__file__).parent.rglob("*.py")):
-    from podstack_jupyter import events as _events
-    from podstack_jupyter.tracking import runs as _runs
-    _add = _runs.metric_buffer.add
-    def _add_and_publish(run_id, metrics, step, timestamp, _add=_add):
-        _add(run_id, metrics, step, timestamp)
-        if step is not None and _events.has_subscribers("metrics.logged"):
-            for key, value in metrics.items():
-                _events.publish("metrics.logged", run_id=run_id, key=key, steps=[step], values=[value],
-                                timestamps=[timestamp])
-    _runs.metric_buffer.add = _add_and_publish
-if not any('"run.ended"' in _p.read_text() for _p in Path(_tracking.__file__).parent.rglob("*.py")):
-    from podstack_jupyter import events as _events
-    from podstack_jupyter.tracking import registry as _registry
-    _end_run = _registry.end_run
-    def _end_and_publish(status="completed", *, run_id=None, _end_run=_end_run):
-        target = run_id or (_registry.active_run().id if _registry.active_run() else None)
-        _end_run(status, run_id=run_id)
-        if target:
-            _events.publish("run.ended", run_id=target, status=status)
-    _registry.end_run = _end_and_publish
-'''
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -77,9 +47,6 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     ipython_dir = root / ".ipython"
-    startup = ipython_dir / "profile_default" / "startup"
-    startup.mkdir(parents=True)
-    (startup / "00-podstack-test-publisher.py").write_text(_STAND_IN_PUBLISHER)
     settings = root / ".lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
@@ -194,7 +161,9 @@ def test_every_widget_renders_and_works_in_jupyterlab(lab, page):
 
     # 3. runs table: sort by a metric, select two rows -> they are charted below
     runs = page.locator(".psw-runs")
-    assert runs.locator(".psw-tr").count() == 3  # the runs when the cell ran
+    # the table follows the experiment: the three MLPs, and the run a later cell started
+    names = sorted(runs.locator(".psw-tr").nth(i).inner_text().split()[0] for i in range(runs.locator(".psw-tr").count()))
+    assert names == ["long-signal", "mlp-lr0.01", "mlp-lr0.05", "mlp-lr0.2"], names
     runs.locator(".psw-th[data-column='metrics.val_accuracy']").click()
     runs.locator(".psw-th[data-column='metrics.val_accuracy'] .psw-sort").wait_for()
     runs.locator(".psw-filter").fill("hidden > 40")

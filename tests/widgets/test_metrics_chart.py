@@ -9,7 +9,7 @@ import traitlets
 import podstack
 from podstack_jupyter import events
 from podstack_jupyter.errors import InvalidArgumentError, RunNotFoundError
-from podstack_jupyter.tracking import registry
+from podstack_jupyter import registry
 from podstack_jupyter.widgets import MetricsChart, live_sender
 from podstack_jupyter.widgets._series import min_max_indices
 from widget_helpers import log_points, wait_for

@@ -12,7 +12,7 @@ import traitlets
 
 import podstack
 from podstack_jupyter.errors import ArtifactNotFoundError, InvalidArgumentError
-from podstack_jupyter.tracking import registry
+from podstack_jupyter import registry
 from podstack_jupyter.widgets import ArtifactBrowser, LineageGraph, RunsTable, SessionPanel, _display
 from podstack_jupyter.widgets.artifacts import artifact_category
 

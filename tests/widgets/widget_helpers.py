@@ -20,7 +20,7 @@ TRACKING_PUBLISHES = any('"metrics.logged"' in p.read_text() for p in
 def log_points(run_id: str, key: str, steps, values) -> None:
     """``registry.log_metrics`` for each point, and the ``metrics.logged`` event the tracking
     plane documents (published here only while the tracking plane does not publish it)."""
-    from podstack_jupyter.tracking import registry
+    from podstack_jupyter import registry
     from podstack_jupyter.tracking.runs import metric_buffer
 
     now = time.time()

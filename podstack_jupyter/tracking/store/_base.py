@@ -29,10 +29,17 @@ artifact
     ``{"path", "digest", "size", "created_at"}``
 registered model
     ``{"id", "name", "description", "tags": {}, "created_at", "updated_at",
-    "versions": [model version...], "aliases": {alias: version}}``
+    "versions": [model version...], "aliases": {alias: version}}``, and (issue 12)
+    ``"owner", "category", "state"`` (``LIVE``/``ARCHIVED``), ``"latest_version"`` (the
+    number ``set_latest_version`` pinned, ``None``: the newest), ``"last_version"`` (the
+    highest number ever issued) and ``"properties": {}`` (typed metadata)
 model version
     ``{"id", "model_id", "version", "run_id", "stage", "source", "framework",
-    "description", "created_at", "updated_at"}``
+    "description", "created_at", "updated_at"}``, and (issue 12) ``"name"`` (unique per
+    model), ``"uri", "model_format_name", "model_format_version", "storage_key",
+    "storage_path", "author"`` and ``"properties": {}`` (typed metadata: bool, int, float, str)
+artifact tag
+    ``{"name", "run_id", "created_at"}``
 """
 
 from __future__ import annotations
@@ -175,6 +182,53 @@ class Store(abc.ABC):
     def get_model_lineage(self, model_id: str) -> dict | None:
         """``{"model_id", "versions": [{"version", "stage", "run_id", "run_name", "datasets": [...]}]}``,
         newest version first; ``None`` if there is no such model."""
+
+    # -- model registry, richer (issue 12) ------------------------------------------------------
+    # create_model_version also takes "name" (None: the automatic "_v<number>"), "uri",
+    # "model_format_name", "model_format_version", "storage_key", "storage_path", "author" and
+    # "properties"; a name the model already has is a DuplicateError. A new version becomes the
+    # model's latest (a pinned latest_version is cleared). update_model_version also sets those
+    # fields (not "name").
+    @abc.abstractmethod
+    def update_registered_model(self, model_id: str, fields: dict, updated_at: float) -> None:
+        """Set some of ``description``, ``owner``, ``category``, ``tags`` (dict), ``state``,
+        ``latest_version`` (a version number of the model, or ``None``) and ``properties``."""
+
+    @abc.abstractmethod
+    def delete_model_version(self, model_id: str, version: int) -> None:
+        """Remove a version and the aliases pointing at it (a latest pointer at it is cleared);
+        ``ModelNotFoundError`` if there is no such version. The model stays, even with no versions."""
+
+    @abc.abstractmethod
+    def delete_registered_model(self, model_id: str) -> None:
+        """Remove a model with its versions and aliases (nothing happens if it does not exist)."""
+
+    @abc.abstractmethod
+    def page_registered_models(self, order_by: str, ascending: bool, limit: int, after: list | None) -> list:
+        """Up to ``limit`` registered models ordered by ``order_by`` (``created_at``, ``updated_at``
+        or ``id``; ties by id), starting after the model whose ``[value, id]`` is ``after``."""
+
+    @abc.abstractmethod
+    def page_model_versions(self, model_id: str, order_by: str, ascending: bool, limit: int,
+                            after: list | None) -> list:
+        """Up to ``limit`` versions of a model, ordered and continued as ``page_registered_models``."""
+
+    # -- tagged artifact sets (issue 12) ---------------------------------------------------------
+    @abc.abstractmethod
+    def create_artifact_tag(self, name: str, run_id: str, created_at: float) -> dict:
+        """Bind tag ``name`` to a run; ``DuplicateError`` if the tag exists (it is never moved),
+        ``RunNotFoundError`` if the run does not."""
+
+    @abc.abstractmethod
+    def get_artifact_tag(self, name: str) -> dict | None: ...
+
+    @abc.abstractmethod
+    def list_artifact_tags(self) -> list:
+        """Every tag, by name."""
+
+    @abc.abstractmethod
+    def delete_artifact_tag(self, name: str) -> bool:
+        """Remove a tag (the run and its files stay); whether there was one."""
 
     def close(self) -> None:
         """Release connections."""

@@ -9,7 +9,7 @@ times are float seconds since the epoch.
 from __future__ import annotations
 
 from sqlalchemy import (BigInteger, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table,
-                        Text, UniqueConstraint)
+                        Text, UniqueConstraint, text)
 
 # Deterministic constraint names, so migrations can refer to them on every database.
 metadata = MetaData(naming_convention={
@@ -159,4 +159,46 @@ model_aliases = Table(
     Column("model_id", String(36), ForeignKey("registered_models.id"), primary_key=True),
     Column("alias", String(255), primary_key=True),
     Column("version", Integer, nullable=False),
+)
+
+
+# -- the richer model registry and tagged artifact sets (issue 12, migration 0003m) --------------------------------
+# Kept apart from the tables above so that other changes to them merge cleanly.
+
+for _column in (
+    Column("owner", String(255)),
+    # one of models/_rules.py's MODEL_CATEGORIES, or NULL
+    Column("category", String(64)),
+    # LIVE or ARCHIVED (the model as a whole; a version's state follows its stage)
+    Column("state", String(16), nullable=False, server_default=text("'LIVE'")),
+    # the version "latest" points at when set_latest_version pinned one; NULL: the newest version
+    Column("latest_version", Integer),
+    # the highest version number ever issued: numbers (and the automatic names _v<n>) are never reused
+    Column("last_version", Integer, nullable=False, server_default=text("0")),
+    # typed metadata: a JSON object of bool / int / float / str
+    Column("properties", Text),
+):
+    registered_models.append_column(_column)
+
+for _column in (
+    # the version's name: given ("1.0.0", "v1.0") or automatic ("_v<number>"); unique per model
+    Column("name", String(255), nullable=False),
+    Column("uri", Text),
+    Column("model_format_name", String(255)),
+    Column("model_format_version", String(255)),
+    Column("storage_key", String(255)),
+    Column("storage_path", Text),
+    Column("author", String(255)),
+    Column("properties", Text),
+):
+    model_versions.append_column(_column)
+model_versions.append_constraint(UniqueConstraint("model_id", "name", name="uq_model_versions_model_name"))
+
+# A tag names one run: the run whose artifacts ``podstack.artifacts.upload(..., tag=...)`` stored (seed 001).
+artifact_tags = Table(
+    "artifact_tags", metadata,
+    Column("name", String(255), primary_key=True),
+    Column("run_id", String(36), ForeignKey("runs.id"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_artifact_tags_run", "run_id"),
 )

@@ -39,7 +39,8 @@ import sqlalchemy as sa
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 
-from ...errors import (ConfigurationError, ExperimentNotFoundError, InvalidArgumentError, ModelNotFoundError,
+from ...errors import (ConfigurationError, DuplicateError, ExperimentNotFoundError, InvalidArgumentError,
+                       ModelNotFoundError,
                        PodstackError, RunNotFoundError, StoreError)
 from . import _schema as S
 from ._base import Store
@@ -779,7 +780,8 @@ class SQLStore(Store):
     def _version(row) -> dict:
         return {"id": row.id, "model_id": row.model_id, "version": row.version, "run_id": row.run_id,
                 "stage": row.stage, "source": row.source, "framework": row.framework,
-                "description": row.description, "created_at": row.created_at, "updated_at": row.updated_at}
+                "description": row.description, "created_at": row.created_at, "updated_at": row.updated_at,
+                **_richer_version(row)}
 
     def _model(self, conn, row) -> dict:
         V, A = S.model_versions, S.model_aliases
@@ -788,7 +790,8 @@ class SQLStore(Store):
                                .order_by(A.c.alias)).all()
         return {"id": row.id, "name": row.name, "description": row.description, "tags": _loads(row.tags, {}),
                 "created_at": row.created_at, "updated_at": row.updated_at,
-                "versions": [self._version(v) for v in versions], "aliases": {a.alias: a.version for a in aliases}}
+                "versions": [self._version(v) for v in versions], "aliases": {a.alias: a.version for a in aliases},
+                **_richer_model(row)}
 
     def ensure_registered_model(self, model_id, name, created_at, description=None):
         M = S.registered_models
@@ -818,31 +821,46 @@ class SQLStore(Store):
         for attempt in range(5):
             try:
                 with self._write() as conn:
-                    if conn.execute(select(M.c.id).where(M.c.id == version["model_id"])).first() is None:
+                    model = conn.execute(select(M.c.id, M.c.last_version).where(M.c.id == version["model_id"])).first()
+                    if model is None:
                         raise ModelNotFoundError(f"no registered model with id {version['model_id']!r}")
                     if version.get("run_id") is not None:
                         self._require_run_core(conn, version["run_id"])
-                    number = conn.execute(select(func.coalesce(func.max(V.c.version), 0))
-                                          .where(V.c.model_id == version["model_id"])).scalar_one() + 1
+                    highest = conn.execute(select(func.coalesce(func.max(V.c.version), 0))
+                                           .where(V.c.model_id == version["model_id"])).scalar_one()
+                    # numbers are never reused, even after the newest version was deleted
+                    number = max(highest, model.last_version or 0) + 1
+                    name = version.get("name")
+                    if name is None:
+                        name = f"_v{number}"
+                    elif conn.execute(select(V.c.version).where(V.c.model_id == version["model_id"],
+                                                                V.c.name == name)).first() is not None:
+                        raise DuplicateError(f"model version {name!r} already exists for this model; "
+                                             "version names are unique per model")
                     conn.execute(V.insert().values(
                         id=version["id"], model_id=version["model_id"], version=number, run_id=version.get("run_id"),
                         stage=version.get("stage") or "development", source=version.get("source"),
                         framework=version.get("framework"), description=version.get("description"),
-                        created_at=version["created_at"], updated_at=version["created_at"]))
+                        created_at=version["created_at"], updated_at=version["created_at"], name=name,
+                        properties=_dumps(version.get("properties") or {}),
+                        **{k: version.get(k) for k in _VERSION_TEXT_FIELDS}))
                     if version.get("description") is not None:
                         conn.execute(M.update().where(M.c.id == version["model_id"], M.c.description.is_(None))
                                      .values(description=version["description"]))
+                    # the new version is the latest: a pinned pointer is cleared
                     conn.execute(M.update().where(M.c.id == version["model_id"])
-                                 .values(updated_at=version["created_at"]))
+                                 .values(updated_at=version["created_at"], last_version=number, latest_version=None))
                     return self._version(conn.execute(select(V).where(V.c.id == version["id"])).first())
-            except sa.exc.IntegrityError:  # another writer took this number (PostgreSQL): try the next
+            except sa.exc.IntegrityError:  # another writer took this number or name (PostgreSQL): try again
                 if attempt == 4:
                     raise
         raise AssertionError("unreachable")
 
     def update_model_version(self, model_id, version, fields, updated_at):
         V = S.model_versions
-        values = {k: fields[k] for k in ("stage", "description") if k in fields}
+        values = {k: fields[k] for k in ("stage", "description", *_VERSION_TEXT_FIELDS) if k in fields}
+        if "properties" in fields:
+            values["properties"] = _dumps(fields["properties"] or {})
         with self._write() as conn:
             if fields.get("archive_others_in_stage") and "stage" in values:
                 conn.execute(V.update().where(V.c.model_id == model_id, V.c.stage == values["stage"],
@@ -884,6 +902,123 @@ class SQLStore(Store):
             versions.append({"version": r.version, "stage": r.stage, "run_id": r.run_id or "",
                              "run_name": r.run_name or "", "datasets": list(cache.get(r.run_id, []))})
         return {"model_id": model_id, "versions": versions}
+
+
+    # -- model registry, richer (issue 12) ------------------------------------------------------
+    _MODEL_FIELDS = ("description", "owner", "category", "tags", "state", "latest_version", "properties")
+    _PAGE_ORDER = ("created_at", "updated_at", "id")
+
+    def update_registered_model(self, model_id, fields, updated_at):
+        M, V = S.registered_models, S.model_versions
+        unknown = set(fields) - set(self._MODEL_FIELDS)
+        if unknown:
+            raise InvalidArgumentError(f"update_registered_model: cannot set {sorted(unknown)}; "
+                                       f"fields are {self._MODEL_FIELDS}")
+        values = dict(fields)
+        for name in ("tags", "properties"):
+            if name in values:
+                values[name] = _dumps(values[name] or {})
+        with self._write() as conn:
+            if values.get("latest_version") is not None and conn.execute(select(V.c.id).where(
+                    V.c.model_id == model_id, V.c.version == values["latest_version"])).first() is None:
+                raise ModelNotFoundError(f"registered model {model_id!r} has no version {values['latest_version']}")
+            done = conn.execute(M.update().where(M.c.id == model_id).values(updated_at=updated_at, **values))
+            if done.rowcount == 0:
+                raise ModelNotFoundError(f"no registered model with id {model_id!r}")
+
+    def delete_model_version(self, model_id, version):
+        M, V, A = S.registered_models, S.model_versions, S.model_aliases
+        with self._write() as conn:
+            done = conn.execute(V.delete().where(V.c.model_id == model_id, V.c.version == version))
+            if done.rowcount == 0:
+                raise ModelNotFoundError(f"registered model {model_id!r} has no version {version}")
+            conn.execute(A.delete().where(A.c.model_id == model_id, A.c.version == version))
+            conn.execute(M.update().where(M.c.id == model_id, M.c.latest_version == version)
+                         .values(latest_version=None))
+            conn.execute(M.update().where(M.c.id == model_id).values(updated_at=time.time()))
+
+    def delete_registered_model(self, model_id):
+        M, V, A = S.registered_models, S.model_versions, S.model_aliases
+        with self._write() as conn:
+            conn.execute(A.delete().where(A.c.model_id == model_id))
+            conn.execute(V.delete().where(V.c.model_id == model_id))
+            conn.execute(M.delete().where(M.c.id == model_id))
+
+    def _page(self, table, where, order_by, ascending, limit, after):
+        if order_by not in self._PAGE_ORDER:
+            raise InvalidArgumentError(f"order_by must be one of {list(self._PAGE_ORDER)}, got {order_by!r}")
+        column, ident = table.c[order_by], table.c.id
+        later = (lambda c, v: c > v) if ascending else (lambda c, v: c < v)
+        conditions = list(where)
+        if after is not None:
+            value, last_id = after
+            conditions.append(later(ident, last_id) if order_by == "id" else
+                              sa.or_(later(column, value), sa.and_(column == value, later(ident, last_id))))
+        order = [column, ident] if order_by != "id" else [ident]
+        return (select(table).where(*conditions)
+                .order_by(*[(c.asc() if ascending else c.desc()) for c in order]).limit(int(limit)))
+
+    def page_registered_models(self, order_by, ascending, limit, after):
+        M = S.registered_models
+        with self._read() as conn:
+            rows = conn.execute(self._page(M, (), order_by, ascending, limit, after)).all()
+            return [self._model(conn, r) for r in rows]
+
+    def page_model_versions(self, model_id, order_by, ascending, limit, after):
+        V = S.model_versions
+        with self._read() as conn:
+            rows = conn.execute(self._page(V, (V.c.model_id == model_id,), order_by, ascending, limit, after)).all()
+        return [self._version(r) for r in rows]
+
+    # -- tagged artifact sets (issue 12) ---------------------------------------------------------
+    @staticmethod
+    def _artifact_tag(row) -> dict:
+        return {"name": row.name, "run_id": row.run_id, "created_at": row.created_at}
+
+    def create_artifact_tag(self, name, run_id, created_at):
+        T = S.artifact_tags
+        taken = DuplicateError(f"tag {name!r} already exists; a tag names one upload and is never moved "
+                               f"(podstack.artifacts.delete_tag({name!r}) frees the name)")
+        try:
+            with self._write() as conn:
+                self._require_run_core(conn, run_id)
+                if conn.execute(select(T.c.name).where(T.c.name == name)).first() is not None:
+                    raise taken
+                conn.execute(T.insert().values(name=name, run_id=run_id, created_at=created_at))
+        except sa.exc.IntegrityError:  # bound by another writer meanwhile
+            raise taken from None
+        return {"name": name, "run_id": run_id, "created_at": created_at}
+
+    def get_artifact_tag(self, name):
+        T = S.artifact_tags
+        with self._read() as conn:
+            row = conn.execute(select(T).where(T.c.name == name)).first()
+        return None if row is None else self._artifact_tag(row)
+
+    def list_artifact_tags(self):
+        T = S.artifact_tags
+        with self._read() as conn:
+            return [self._artifact_tag(r) for r in conn.execute(select(T).order_by(T.c.name)).all()]
+
+    def delete_artifact_tag(self, name):
+        T = S.artifact_tags
+        with self._write() as conn:
+            return conn.execute(T.delete().where(T.c.name == name)).rowcount > 0
+
+
+# -- model registry, richer (issue 12): the columns migration 0003m added ---------------------------------------------
+_VERSION_TEXT_FIELDS = ("uri", "model_format_name", "model_format_version", "storage_key", "storage_path", "author")
+
+
+def _richer_version(row) -> dict:
+    return {"name": row.name, **{k: getattr(row, k) for k in _VERSION_TEXT_FIELDS},
+            "properties": _loads(row.properties, {})}
+
+
+def _richer_model(row) -> dict:
+    return {"owner": row.owner, "category": row.category, "state": row.state or "LIVE",
+            "latest_version": row.latest_version, "last_version": row.last_version or 0,
+            "properties": _loads(row.properties, {})}
 
 
 
