@@ -121,7 +121,8 @@ class LabBridge:
         from ._app import public_url
 
         now = time.time()
-        live = [{**info, "at": now, "since": self._since.get(info["id"], now)} for info in _sessions().list()]
+        # min: a state change may land between reading the clock and reading the sessions
+        live = [{**info, "at": now, "since": min(self._since.get(info["id"], now), now)} for info in _sessions().list()]
         ids = {s["id"] for s in live}
         with self._lock:
             gone = [s for sid, s in self._stopped.items() if sid not in ids]
