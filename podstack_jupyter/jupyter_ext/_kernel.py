@@ -11,9 +11,10 @@ that missed one is right again with the next), at most ``RATE`` times a second, 
 or null, "experiment_id": the experiment of the newest run this kernel started, "store": the
 store URL (password hidden), "changed": {"runs": n, "models": n}}``
 
-``changed`` counts run and model events (and ticks while a run is active): the sidebar re-reads runs or models from the server
-extension when its number moves. The front end opens the comm when it connects to a kernel that
-already has the bridge; ``attach`` opens one when ``%load_ext podstack`` runs.
+``changed`` counts run and model events (and ticks while a run is active): the sidebar re-reads
+runs or models from the server extension when its number moves. The front end opens the comm
+when it connects to a kernel that already has the bridge; ``attach`` opens one when
+``%load_ext podstack`` runs.
 
 Messages from the front end (handled in the kernel's shell thread, so while a cell runs they
 wait for it): ``{"action": "refresh"}``, ``{"action": "stop", "id": ...}``,
