@@ -75,18 +75,26 @@ def test_sessions_and_runs_reach_the_front_end_and_stop_comes_back(kernel):
     front.pump(lambda: front.summary(front.states[-1]) == (("idle",), None), what="the session idle, the run ended")
     assert front.states[-1]["changed"]["runs"] > front.states[0]["changed"]["runs"]
 
-    session_id = front.states[-1]["sessions"][0]["id"]
+    old_id = front.states[-1]["sessions"][0]["id"]
+    front.send({"action": "restart", "id": old_id})
+    front.pump(lambda: front.replies, what="the reply to restart")
+    assert front.replies[-1]["ok"] is True and "new session" in front.replies[-1]["message"]
+    front.pump(lambda: any(s["id"] != old_id and s["state"] == "idle" for s in front.states[-1]["sessions"]),
+               what="the fresh session idle")
+    assert old_id not in [s["id"] for s in front.states[-1]["sessions"] if s["state"] != "stopped"]
+
+    session_id = next(s["id"] for s in front.states[-1]["sessions"] if s["id"] != old_id)
     front.send({"action": "stop", "id": session_id})
-    front.pump(lambda: front.replies, what="the reply to stop")
+    front.pump(lambda: len(front.replies) == 2, what="the reply to stop")
     assert front.replies[-1] == {"type": "reply", "action": "stop", "ok": True,
                                  "message": f"stopped session {session_id} (any)"}
-    front.pump(lambda: front.summary(front.states[-1])[0] == ("stopped",), what="the session stopped")
+    front.pump(lambda: all(s["state"] == "stopped" for s in front.states[-1]["sessions"]), what="the sessions stopped")
 
     front.send({"action": "stop", "id": session_id})  # twice: told, not silently ignored
-    front.pump(lambda: len(front.replies) == 2, what="the second reply")
+    front.pump(lambda: len(front.replies) == 3, what="the third reply")
     assert front.replies[-1]["ok"] is False and "not running any more" in front.replies[-1]["message"]
     front.send({"action": "explode"})
-    front.pump(lambda: len(front.replies) == 3, what="the reply to an unknown action")
+    front.pump(lambda: len(front.replies) == 4, what="the reply to an unknown action")
     assert front.replies[-1]["ok"] is False and "explode" in front.replies[-1]["message"]
 
 
