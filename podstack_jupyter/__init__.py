@@ -56,8 +56,8 @@ _LAZY = {
 _ERRORS = (
     "PodstackError", "ConfigurationError", "AuthenticationError", "RateLimitError",
     "GPUNotAvailableError", "EnvironmentBuildError", "SerializationError", "ExecutionTimeoutError",
-    "RemoteExecutionError", "SessionDiedError", "CellSyntaxError", "StoreError", "InvalidArgumentError",
-    "DuplicateError", "NotFoundError",
+    "RemoteExecutionError", "SessionDiedError", "CellSyntaxError", "StoreError", "PermissionDeniedError",
+    "InvalidArgumentError", "DuplicateError", "NotFoundError",
     "ExperimentNotFoundError", "RunNotFoundError", "ModelNotFoundError", "ArtifactNotFoundError",
     "ArtifactIntegrityError", "TreeHashMismatchError", "UnsafeArchiveError", "ArtifactInstallError",
     "ModelSourceError", "ArtifactsUploadError", "ArtifactsDownloadError",

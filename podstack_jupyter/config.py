@@ -28,6 +28,12 @@ the ``PODSTACK_`` prefix):
 ``PODSTACK_IDLE_TIMEOUT``  seconds after which an idle GPU session is stopped (0 = never)
 ``PODSTACK_AUTO_INIT``     ``1``: initialise from the environment at import time
 =========================  ==========================================================
+
+Secrets stay secret: the settings' repr, ``describe()`` (``%podstack``, ``podstack info``) and
+podstack's messages show ``api_key`` as ``***`` and URLs through :func:`redact` (no password, no
+token). The home is private to the user (a folder only they can enter, mode 0700), and so are
+the files podstack keeps there (the database and its WAL, blobs, keys: 0600 or read-only 0400):
+:func:`private_folder` and :func:`private_file` make them so.
 """
 
 from __future__ import annotations
@@ -35,12 +41,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 
 from .errors import ConfigurationError
 
-__all__ = ["Settings", "settings", "init", "reset", "describe", "CHECKS_GROUP"]
+__all__ = ["Settings", "settings", "init", "reset", "describe", "redact", "private_folder", "private_file",
+           "CHECKS_GROUP"]
 
 log = logging.getLogger("podstack.config")
 
@@ -53,6 +61,81 @@ _FIELDS_FROM_ENV = (
     "home", "api_key", "project_id", "api_url", "registry_url", "tracking_uri",
     "artifact_root", "backend", "local_gpus", "idle_timeout",
 )
+_SECRET_FIELDS = ("api_key",)
+_URL_FIELDS = ("api_url", "registry_url", "tracking_uri", "artifact_root")
+
+# scheme://user:password@  and  scheme://token@ (http(s) URLs carry tokens in place of a user)
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^\s/@:?#]*)(?::([^\s/@?#]*))?@")
+# ?token=...&X-Amz-Signature=...: query values whose name says they are secret
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&;](?:[\w.\-]*(?:token|key|secret|passw(?:or)?d|pwd|signature|sig|credential|auth)[\w.\-]*)=)"
+    r"[^&;#\s'\"]+")
+
+
+def redact(text) -> str:
+    """``text`` with the secrets that URLs in it carry masked: ``https://user:***@host``,
+    ``https://***@host`` (a token in place of a user), ``?token=***`` (any query value whose name
+    says token, key, secret, password, signature, credential or auth). Database users stay
+    visible (``postgresql://podstack:***@host/db``)."""
+    text = str(text)
+    if "://" in text:
+        def userinfo(match):
+            scheme, user, password = match.group(1), match.group(2), match.group(3)
+            if password is not None:
+                return f"{scheme}{user}:***@"
+            return f"{scheme}***@" if "http" in scheme.lower() and user else match.group(0)
+
+        text = _USERINFO.sub(userinfo, text)
+    if "=" in text:
+        text = _SECRET_QUERY.sub(lambda m: m.group(1) + "***", text)
+    return text
+
+
+def private_folder(path, *, tighten: bool = True) -> Path:
+    """``path`` as a folder only this user can enter: made with mode 0700 if missing (its missing
+    parents too), and with ``tighten`` set back to 0700 if it is this user's and looser. Where
+    the file system will not (a read-only or foreign folder), it is left as it is."""
+    path = Path(path)
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            return path  # the caller's own use of it says what is wrong
+    if tighten and not missing:
+        try:
+            status = path.stat()
+            if status.st_uid == os.getuid() and status.st_mode & 0o077:
+                os.chmod(path, status.st_mode & 0o700)
+        except (OSError, AttributeError):  # AttributeError: no getuid (Windows)
+            pass
+    return path
+
+
+def private_file(path) -> Path:
+    """``path`` as a file only this user can read and write (0600): created empty with that mode
+    if missing, set back to it if it is this user's and looser."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        try:
+            status = path.stat()
+            if status.st_uid == os.getuid() and status.st_mode & 0o077:
+                os.chmod(path, status.st_mode & 0o600)
+        except (OSError, AttributeError):
+            pass
+    except OSError:
+        pass  # the caller's own use of it says what is wrong
+    else:
+        os.close(fd)
+    return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +152,19 @@ class Settings:
     backend: str = "local"
     local_gpus: str | None = None
     idle_timeout: float = 0.0
+
+    def __repr__(self):
+        shown = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None and field.name in _SECRET_FIELDS:
+                text = "'***'"
+            elif isinstance(value, str) and field.name in _URL_FIELDS:
+                text = repr(redact(value))
+            else:
+                text = repr(value)
+            shown.append(f"{field.name}={text}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def tracking_url(self) -> str:
@@ -134,6 +230,7 @@ def _resolve() -> Settings:
             values[field] = value
     values.update({k: v for k, v in _overrides.items() if v is not None})
     values["home"] = home
+    private_folder(home)  # the database, artifacts and keys live here: only this user may look in
     for field in ("api_key", "project_id", "api_url", "registry_url", "tracking_uri", "artifact_root",
                   "backend", "local_gpus"):
         value = values.get(field)
@@ -245,5 +342,5 @@ def describe() -> str:
         store = f"none usable ({problems['tracking_url']})"
     if "artifact_root" in problems:
         artifacts = f"none usable ({problems['artifact_root']})"
-    return (f"podstack-jupyter {__version__}\nhome:      {s.home}\nbackend:   {s.backend}\n"
-            f"store:     {store}\nartifacts: {artifacts}")
+    return redact(f"podstack-jupyter {__version__}\nhome:      {s.home}\nbackend:   {s.backend}\n"
+                  f"store:     {store}\nartifacts: {artifacts}")

@@ -17,6 +17,7 @@ wrong in the notebook's own terms.
     ├── SessionDiedError            the remote kernel died; its state is lost
     ├── CellSyntaxError             a %%gpu cell does not parse; nothing was sent
     ├── StoreError                  the tracking store could not do a call (locked, unreachable); it wrote nothing
+    ├── PermissionDeniedError       a GPU session asked for more than logging into its cell's run
     ├── InvalidArgumentError        (also a ValueError) an argument is out of range or malformed
     │   └── DuplicateError          a name that must be unique is taken (a model, a version name, a tag)
     ├── NotFoundError               (also a LookupError) something asked for does not exist
@@ -48,6 +49,7 @@ __all__ = [
     "SessionDiedError",
     "CellSyntaxError",
     "StoreError",
+    "PermissionDeniedError",
     "InvalidArgumentError",
     "DuplicateError",
     "NotFoundError",
@@ -66,9 +68,14 @@ __all__ = [
 
 
 class PodstackError(Exception):
-    """Root of every podstack error. ``.message`` holds the human-readable text."""
+    """Root of every podstack error. ``.message`` holds the human-readable text, with the secrets
+    URLs carry masked (``config.redact``: passwords, tokens)."""
 
     def __init__(self, message: str = "", **details):
+        if "://" in message or "=" in message:  # a URL's password or token never reaches a message
+            from .config import redact
+
+            message = redact(message)
         super().__init__(message)
         self.message = message
         for key, value in details.items():
@@ -159,6 +166,12 @@ class StoreError(PodstackError):
     """The tracking store could not complete a call: the database stayed locked by another process
     past the wait, the server is unreachable, or the database refused the data. The call wrote
     nothing (its transaction was rolled back); the message says what to do."""
+
+
+class PermissionDeniedError(PodstackError):
+    """Refused: the caller may not do this. A GPU session may log into the run of the cell it runs
+    in (and runs it starts inside it) and read; moving models between stages, ending or renaming
+    the notebook's runs, writing into other runs is the notebook's to do. Nothing was changed."""
 
 
 class InvalidArgumentError(PodstackError, ValueError):

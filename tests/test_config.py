@@ -139,3 +139,93 @@ def test_an_artifact_root_no_repository_serves_is_refused_and_never_shown_as_in_
     lines = dict(line.split(":", 1) for line in config.describe().splitlines()[1:])
     assert lines["artifacts"].strip().startswith("none usable (artifact_root gs://elsewhere cannot be used")
     assert lines["store"].strip().startswith("sqlite:///")
+
+
+# -- secrets stay secret --------------------------------------------------------------------------
+SECRET = "sk-live-0123456789abcdef"
+DB_PASSWORD = "hunter2-db-password"
+
+
+@pytest.fixture
+def server_store(tmp_path, monkeypatch):
+    """A store that takes an API key (what the podstack server's will be), so init(api_key=...) is used."""
+    from podstack_jupyter.tracking import registry, store as stores
+    from podstack_jupyter.tracking.store.sql import SQLStore
+
+    class ServerStore(SQLStore):
+        def __init__(self, url, api_key=None, project_id=None):
+            super().__init__(f"sqlite:///{tmp_path / 'server.db'}")
+
+    monkeypatch.setitem(stores._STORES, "http", (ServerStore, ("api_key", "project_id")))
+    yield
+    config.reset()
+    registry._reset_store()
+
+
+def test_init_as_a_cells_last_line_shows_no_key_and_saves_none_in_the_notebook(ip, server_store):
+    result = ip.run_cell(f"import podstack\npodstack.init(registry_url='http://team.example:8080', "
+                         f"api_key='{SECRET}', project_id='p1')")
+    assert result.error_in_exec is None
+    shown, _ = ip.display_formatter.format(result.result)  # what the notebook shows and the .ipynb keeps
+    assert shown and all(SECRET not in str(value) for value in shown.values())
+    assert "api_key='***'" in shown["text/plain"] and "project_id='p1'" in shown["text/plain"]
+    assert config.settings().api_key == SECRET  # masked when shown, intact when used
+    assert SECRET not in repr(config.settings()) and SECRET not in str(config.settings())
+
+
+def test_info_and_percent_podstack_never_show_a_database_password(ip, monkeypatch, capsys):
+    from podstack_jupyter import cli
+
+    url = f"postgresql://podstack:{DB_PASSWORD}@db.example:5432/tracking?sslpassword=also-secret"
+    monkeypatch.setenv("PODSTACK_TRACKING_URI", url)
+    config.reset()
+    ip.run_line_magic("podstack", "")
+    cli.main(["info"])
+    printed = capsys.readouterr().out
+    assert "store:     postgresql://podstack:***@db.example:5432/tracking?sslpassword=***" in printed
+    assert DB_PASSWORD not in printed and "also-secret" not in printed
+    assert DB_PASSWORD not in repr(config.settings())
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("https://user:tok3n@pypi.example/simple/pkg.whl", "https://user:***@pypi.example/simple/pkg.whl"),
+    ("git+https://ghp_tok3n@github.com/org/repo.git", "git+https://***@github.com/org/repo.git"),
+    ("pkg @ https://files.example/pkg.whl?token=tok3n&v=2", "pkg @ https://files.example/pkg.whl?token=***&v=2"),
+    ("https://h/x?X-Amz-Signature=tok3n&X-Amz-Credential=tok3n", "https://h/x?X-Amz-Signature=***&X-Amz-Credential=***"),
+    ("postgresql://podstack@127.0.0.1/db", "postgresql://podstack@127.0.0.1/db"),
+    ("torch==2.13.0", "torch==2.13.0"),
+])
+def test_redact(text, shown):
+    assert config.redact(text) == shown
+
+
+def test_pip_tokens_are_redacted_in_the_gpu_tag_the_spec_and_build_messages(ip, tmp_path, podstack_home):
+    from podstack import registry
+    from podstack_jupyter.compute import GPUSpec
+    from podstack_jupyter.compute.backends import _venvs
+    from podstack_jupyter.errors import EnvironmentBuildError
+
+    url = "https://user:tok3n@pypi.example/pkg.whl?token=tok3n"
+    try:
+        result = ip.run_cell(f"%%track --name private-index\n%%gpu --local --pip {url}\nx = 1")
+        assert result.error_in_exec is None
+        (run,) = registry.search_runs(filter="name = 'private-index'")
+        assert run.tags["podstack.gpu"] == "any pip=https://user:***@pypi.example/pkg.whl?token=***"
+    finally:
+        registry._reset_store()
+    spec = GPUSpec(pip=(url,))
+    assert "tok3n" not in repr(spec) and "tok3n" not in spec.describe()
+    messages = []
+    with pytest.raises(EnvironmentBuildError) as failed:
+        _venvs._run([sys.executable, "-c", f"print('Collecting {url}'); raise SystemExit(1)"], messages.append)
+    assert messages and not any("tok3n" in m for m in messages) and "tok3n" not in str(failed.value)
+
+
+def test_errors_never_carry_a_urls_secret():
+    from podstack_jupyter.errors import ConfigurationError, StoreError
+
+    error = StoreError(f"cannot reach postgresql://u:{DB_PASSWORD}@db/x?token={SECRET}")
+    assert DB_PASSWORD not in str(error) and SECRET not in error.message and "postgresql://u:***@db" in str(error)
+    with pytest.raises(ConfigurationError) as refused:
+        podstack.init(registry_url=f"https://user:{SECRET}@registry.example/api")
+    assert SECRET not in str(refused.value) and "https://user:***@registry.example/api" in str(refused.value)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from .._locks import hold, take_if_abandoned
+from ..config import private_folder
 from ..errors import ArtifactIntegrityError, ArtifactNotFoundError, InvalidArgumentError
 from ._base import ArtifactStore, progress_bar
 
@@ -121,7 +122,8 @@ class LocalArtifactStore(ArtifactStore):
         return removed
 
     def put_stream(self, stream, size_hint: int | None = None, progress: bool | None = None) -> tuple[str, int]:
-        self.blobs.mkdir(parents=True, exist_ok=True)
+        if not self.blobs.is_dir():
+            private_folder(self.blobs, tighten=False)  # only this user may read what is logged
         if self._swept_at is None or time.time() - self._swept_at > _SWEEP_EVERY:
             self.sweep_incoming()
         bar = progress_bar(size_hint or 0, "storing artifact", progress)
@@ -136,8 +138,8 @@ class LocalArtifactStore(ArtifactStore):
             if final.is_file():  # same content already stored: keep it, drop the copy
                 os.unlink(tmp)
             else:
-                final.parent.mkdir(exist_ok=True)
-                os.chmod(tmp, 0o444)
+                final.parent.mkdir(mode=0o700, exist_ok=True)
+                os.chmod(tmp, 0o400)  # read-only, and this user's alone
                 # atomic; when two writers race on the same digest both files hold the same bytes
                 try:
                     os.replace(tmp, final)

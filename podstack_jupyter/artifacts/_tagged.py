@@ -192,7 +192,8 @@ class TaggedArtifacts:
                 destination = target / posixpath.basename(wanted) if into else target
                 if destination.is_dir():
                     raise InvalidArgumentError(f"{destination} is a folder; the file {wanted!r} cannot replace it")
-                self.tracking.fetch(entries, lambda e: destination, f"downloading {wanted}")
+                self.tracking.fetch(entries, lambda e: destination, f"downloading {wanted}", within=destination.parent,
+                                    run_id=run_id)
                 return str(destination.resolve())
             if target.exists() and not target.is_dir():
                 raise InvalidArgumentError(f"local path {os.fspath(local_path)!r} is a file; the folder "
@@ -203,7 +204,8 @@ class TaggedArtifacts:
                 blocked = _obstacle(target, file)
                 if blocked is not None:
                     raise InvalidArgumentError(f"cannot write {path!r} to {file}: {blocked} is in the way")
-            self.tracking.fetch(entries, lambda e: placed[e["path"]], f"downloading {wanted or 'artifacts'}")
+            self.tracking.fetch(entries, lambda e: placed[e["path"]], f"downloading {wanted or 'artifacts'}",
+                                within=target, run_id=run_id)
             return str(target.resolve())
         except PodstackError as exc:
             raise ArtifactsDownloadError(f"download: {exc.message}", cause=exc) from exc

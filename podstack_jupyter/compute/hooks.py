@@ -12,6 +12,9 @@ Notebook side, for every session of every backend:
   A plane that may not be imported yet when its first event arrives declares its
   handler as an entry point in the group ``podstack.agent_events``
   (``op = "module:function"``); it is imported on the first such event.
+  While a handler runs, ``event_origin()`` says which session sent the event and what
+  context the notebook gave the cell it came from: a handler that decides what a
+  session may do reads it there, never from the event's data (which the remote wrote).
 
 Remote side, the agent offers ``agent.on_cell_end`` (callables run before a cell's
 results are sent back, e.g. to flush buffered metrics) and ``agent.context``. Every
@@ -23,12 +26,13 @@ loads: ``os.environ`` there holds ``PODSTACK_SESSION=1``, ``PODSTACK_SESSION_ID`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Callable
 
 __all__ = ["add_cell_context", "remove_cell_context", "cell_context", "on_agent_event", "agent_event_handler",
-           "ENTRY_POINT_GROUP"]
+           "event_origin", "dispatching", "ENTRY_POINT_GROUP"]
 
 log = logging.getLogger("podstack.compute")
 
@@ -38,6 +42,7 @@ _lock = threading.Lock()
 _context_providers: dict[str, Callable[[], dict | None]] = {}
 _event_handlers: dict[str, Callable[[dict, list], object]] = {}
 _entry_points: dict[str, object] | None = None  # op -> EntryPoint, read once
+_origin = threading.local()  # the session whose event is being handled on this thread
 
 
 def add_cell_context(name: str, provider: Callable[[], dict | None]) -> None:
@@ -88,6 +93,24 @@ def agent_event_handler(op: str) -> Callable[[dict, list], object] | None:
     handler = entry.load()
     with _lock:
         return _event_handlers.setdefault(op, handler)
+
+
+def event_origin() -> dict | None:
+    """While an agent-event handler runs: ``{"session_id", "context"}``, the session that sent the
+    event and the cell context the notebook sent with that session's running cell (its last cell
+    until the next one starts). ``None`` outside a handler."""
+    return getattr(_origin, "value", None)
+
+
+@contextlib.contextmanager
+def dispatching(session_id: str, context: dict | None):
+    """The session layer wraps each handler call in this, so ``event_origin()`` can answer."""
+    previous = getattr(_origin, "value", None)
+    _origin.value = {"session_id": session_id, "context": dict(context or {})}
+    try:
+        yield
+    finally:
+        _origin.value = previous
 
 
 def _declared() -> dict:

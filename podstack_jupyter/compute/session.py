@@ -131,6 +131,7 @@ class GPUSession:
         # name -> fingerprint (computed here) of the value the remote holds for that name
         self.remote_fingerprints: dict[str, str] = {}
         self.rpc_answers: dict[str, dict] = {}  # request id -> answer, for agent.call()
+        self.cell_context: dict = {}  # what the notebook sent with the running (or last) cell: hooks.event_origin()
         self._comm_id = uuid.uuid4().hex
         self._lock = threading.RLock()
         self._pending: str | None = None  # an interrupted execution the remote may still be finishing
@@ -267,13 +268,18 @@ class GPUSession:
                 handler = hooks.agent_event_handler(data.get("op"))
                 if handler is not None:
                     try:
-                        answer = {"result": handler(data, msg["buffers"])}
+                        with hooks.dispatching(self.id, self.cell_context):
+                            answer = {"result": handler(data, msg["buffers"])}
                     except Exception as exc:  # reported to the remote caller, or printed
                         answer = {"error": str(exc), "type": type(exc).__name__}
                         if not data.get("reply"):
                             print(f"[podstack] {data.get('op')} from the GPU session failed: {exc}", file=sys.stderr)
                     if data.get("reply"):
                         self.rpc_answers[data["id"]] = answer
+                    return None
+                if data.get("reply") and "id" in data:  # a call nobody here answers: fail it now, not in 10 minutes
+                    self.rpc_answers[data["id"]] = {"error": f"the notebook has no handler for {data.get('op')!r}",
+                                                    "type": "PodstackError"}
                     return None
         return got
 
@@ -345,12 +351,13 @@ class GPUSession:
             sent_before, received_before = self.kernel.bytes_sent, self.kernel.bytes_received
             try:
                 request_id = uuid.uuid4().hex
+                self.cell_context = context or hooks.cell_context()
                 msg_id = self.kernel.send("shell", "execute_request", {
                     # "#" lines keep the cell's line numbers (IPython strips leading blank lines)
                     "code": "#\n" * line_offset + code, "silent": False, "store_history": True,
                     "user_expressions": {}, "allow_stdin": True, "stop_on_error": False,
                 }, metadata={"podstack": {"id": request_id, "binds": list(binds), "inputs": list(inputs),
-                                        "drop": list(drop), "context": context or hooks.cell_context()}})
+                                        "drop": list(drop), "context": self.cell_context}})
                 outcome = ExecutionOutcome(msg_id)
                 self._relay_until_done(msg_id, request_id, started + timeout, timeout, sink, outcome)
             finally:

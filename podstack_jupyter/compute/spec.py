@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import redact
 from ..errors import InvalidArgumentError
 
 __all__ = ["GPU_TYPES", "ENV_PRESETS", "GPUSpec", "normalize_gpu_type", "gpu_type_from_device_name"]
@@ -120,7 +121,12 @@ class GPUSpec:
             h.update(b"--conda\n" + "\n".join(sorted(set(self.conda))).encode())
         return h.hexdigest()[:16]
 
+    def __repr__(self):
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in ("type", "count", "fraction", "env"))
+        return redact(f"GPUSpec({fields}, pip={self.pip!r}, requirements={self.requirements!r}, conda={self.conda!r})")
+
     def describe(self) -> str:
+        """What the spec asks for, in a few words (``2xL40S env=nlp pip=transformers``); URLs redacted."""
         gpu = self.type or "any"
         if self.count > 1:
             gpu = f"{self.count}x{gpu}"
@@ -130,7 +136,7 @@ class GPUSpec:
         if self.env:
             extras.append(f"env={self.env}")
         if self.pip:
-            extras.append("pip=" + ",".join(self.pip))
+            extras.append("pip=" + ",".join(redact(p) for p in self.pip))  # no token of a private index
         if self.requirements:
             extras.append(f"requirements={Path(self.requirements).name}")
         if self.conda:

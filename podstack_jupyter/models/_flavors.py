@@ -4,9 +4,13 @@ Every saved folder holds ``podstack_model.json``: the framework, the model's cla
 library and Python versions, when it was written, and the sha256 and size of every file.
 Loading checks every file against the manifest *before* deserializing anything:
 unpickling is code execution, so a tampered or corrupted file is refused, never run.
-(The manifest itself is trusted as found; ``registry.load_model`` fetches it, like every
-other file, from the content-addressed artifact store, which checks each blob against
-the digest the tracking store recorded when the model was logged.)
+The manifest itself is signed with a key that never leaves this machine
+(:mod:`._signing`): formats whose loading runs code (``pickle``, ``sklearn``, a whole
+``pytorch`` module, TorchScript) are loaded only from a manifest signed here, so rows,
+blobs and a manifest written into the store by anyone else are refused, not run.
+``load_model_from_dir(..., trusted=True)`` (and ``registry.load_model(..., trusted=True)``)
+loads an unsigned or foreign-signed model whose origin you trust. Weights-only formats
+(a torch state_dict, safetensors, Keras in safe mode) need no signature.
 
 What each framework writes:
 
@@ -46,8 +50,10 @@ from pathlib import Path, PurePosixPath
 import cloudpickle
 
 from ..errors import ArtifactIntegrityError, ArtifactNotFoundError, InvalidArgumentError, PodstackError, SerializationError
+from . import _signing
 
-__all__ = ["FRAMEWORKS", "MANIFEST", "detect_framework", "save_model", "load_model_from_dir", "read_manifest"]
+__all__ = ["FRAMEWORKS", "MANIFEST", "detect_framework", "save_model", "load_model_from_dir", "read_manifest",
+           "sign_folder", "runs_code"]
 
 FRAMEWORKS = ("pytorch", "tensorflow", "sklearn", "huggingface", "pickle")
 MANIFEST = "podstack_model.json"
@@ -269,7 +275,9 @@ def save_model(model, directory, framework: str | None = None) -> str:
             "python": platform.python_version(), "podstack": podstack_version,
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), "files": files, **details,
         }
-        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        if _signing.can_sign():  # in a GPU session the notebook signs it when the files reach it
+            manifest = _signing.sign(manifest)
+        _write_manifest(folder, manifest)
     except BaseException as exc:
         if created:
             shutil.rmtree(folder, ignore_errors=True)
@@ -287,19 +295,49 @@ def save_model(model, directory, framework: str | None = None) -> str:
     return framework
 
 
-def load_model_from_dir(directory, framework: str | None = None):
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def sign_folder(directory) -> dict:
+    """Check every file of a saved model folder against its manifest, then sign the manifest with
+    this machine's key (what the notebook does to a model a GPU session logs). Returns it."""
+    folder = _folder_arg(directory, "sign_folder")
+    manifest = read_manifest(folder)
+    _verify(folder, manifest)
+    manifest = _signing.sign(manifest)
+    _write_manifest(folder, manifest)
+    return manifest
+
+
+def runs_code(framework: str, manifest: dict) -> bool:
+    """Whether loading a folder saved as ``manifest`` with ``framework`` unpickles (runs) code."""
+    if framework in ("pickle", "sklearn"):
+        return True
+    if framework == "pytorch":
+        return manifest.get("pytorch_format") == "torchscript" or "module.pt" in manifest["files"]
+    return False
+
+
+def load_model_from_dir(directory, framework: str | None = None, *, trusted: bool = False):
     """Load what :func:`save_model` wrote into ``directory``.
 
     Every file is first checked against the sha256 recorded in ``podstack_model.json``
     (``ArtifactIntegrityError`` on a mismatch, a missing file or an unrecorded one), and
     only then deserialized with the recorded framework, or ``framework`` if given (it must
     be able to read the files saved: ``"pickle"`` and ``"sklearn"`` are interchangeable).
-    Returns the model; a Hugging Face model saved with a tokenizer comes back in the same
-    shape it was given, ``(model, tokenizer)`` or ``{"model": ..., "tokenizer": ...}``.
+    A format whose loading runs code (pickle, sklearn, a whole torch module, TorchScript) is
+    loaded only if the manifest carries a valid signature of this machine's key (see
+    :mod:`podstack_jupyter.models._signing`); ``trusted=True`` loads it without one, for a
+    model whose origin you trust (saved on another machine, by a colleague). Returns the model;
+    a Hugging Face model saved with a tokenizer comes back in the same shape it was given,
+    ``(model, tokenizer)`` or ``{"model": ..., "tokenizer": ...}``.
     """
     folder = _folder_arg(directory, "load_model_from_dir")
     if framework is not None:
         _check_framework(framework)
+    if not isinstance(trusted, bool):
+        raise InvalidArgumentError(f"trusted must be True or False, got {trusted!r}")
     manifest = read_manifest(folder)
     _verify(folder, manifest)
     recorded = manifest["framework"]
@@ -312,6 +350,14 @@ def load_model_from_dir(directory, framework: str | None = None):
         raise InvalidArgumentError(
             f"the model in {folder} was saved as {recorded!r} (files: {sorted(manifest['files'])}); it cannot be loaded "
             f"as {chosen!r}, which reads {' or '.join(needs)}. Leave framework unset to use {recorded!r}.")
+    if not trusted and runs_code(chosen, manifest):
+        problem = _signing.signature_problem(manifest)
+        if problem is not None:
+            raise ArtifactIntegrityError(
+                f"refusing to load the {chosen!r} model in {folder}: loading it runs code (unpickling), and its "
+                f"manifest is not signed by this machine's podstack key: {problem}. Models saved or logged here are "
+                "signed; this one was written elsewhere, or the store was changed. If you trust where it came from, "
+                "load it with load_model(..., trusted=True) (load_model_from_dir(..., trusted=True)).")
     return _LOADERS[chosen](folder, manifest)
 
 

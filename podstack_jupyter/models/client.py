@@ -38,12 +38,14 @@ Events published: ``model.version_created`` (``model``, ``version``), ``model.st
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from .. import events
+from ..config import private_folder
 from ..errors import (ArtifactNotFoundError, DuplicateError, InvalidArgumentError, ModelNotFoundError,
                       ModelSourceError, PodstackError)
 from ..tracking import TrackingClient
@@ -59,6 +61,7 @@ __all__ = ["ModelRegistryClient", "FRAMEWORK_PARAM", "ARTIFACT_PATH_PARAM", "UPL
 #: run params ``log_model`` records, which ``register_model`` reads to find the run's model
 FRAMEWORK_PARAM = "podstack.model.framework"
 ARTIFACT_PATH_PARAM = "podstack.model.artifact_path"
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a model id as a cache folder name (ids are uuids)
 #: the experiment that holds the runs the registry makes to keep uploaded model files
 UPLOADS_EXPERIMENT = "Model uploads"
 #: where ``upload_model`` takes a model's files from
@@ -67,6 +70,12 @@ SOURCE_TYPES = ("local", "s3", "hf")
 ORDER_BY = ("created_at", "updated_at", "id")
 _UNSET = object()
 _VERSION_FILE_FIELDS = ("uri", "model_format_name", "model_format_version", "storage_key", "storage_path")
+
+
+def _version_number(version) -> int:
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= 2 ** 31 - 1:
+        raise InvalidArgumentError(f"version must be a version number (1, 2, 3...), got {version!r}")
+    return version
 
 
 def _stage(stage) -> str:
@@ -489,12 +498,22 @@ class ModelRegistryClient:
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidArgumentError(f"log_model: metadata must be a dict, got {type(metadata).__name__}")
         params = V.string_dict("log_model: metadata", metadata or {})
-        self.tracking.require_run(run_id)  # before serializing anything
+        self.tracking.require_writable(run_id)  # before serializing anything
         with tempfile.TemporaryDirectory(prefix="podstack-model-") as tmp:
             folder = Path(tmp) / "model"
             folder.mkdir()
-            used = save_model(model, str(folder), framework=framework)
-            files = self.tracking.log_artifact(run_id, folder, destination)
+            save_model(model, str(folder), framework=framework)
+            return self.log_model_folder(run_id, folder, destination, params)
+
+    def log_model_folder(self, run_id: str, folder, artifact_path: str = "model", metadata: dict | None = None) -> dict:
+        """Store a folder :func:`~podstack_jupyter.models.save_model` wrote as the run's model (what
+        ``log_model`` does after serializing); returns what ``log_model`` returns."""
+        from ._flavors import read_manifest
+
+        destination = clean_artifact_path(artifact_path)
+        used = read_manifest(folder)["framework"]
+        params = V.string_dict("log_model: metadata", metadata or {})
+        files = self.tracking.log_artifact(run_id, folder, destination)
         params = self.tracking.log_params(run_id, {FRAMEWORK_PARAM: used, ARTIFACT_PATH_PARAM: destination, **params})
         return {"run_id": run_id, "artifact_path": destination, "framework": used,
                 "files": [f["path"] for f in files], "params": params}
@@ -521,7 +540,8 @@ class ModelRegistryClient:
             relative = {f["stored_path"]: f["path"] for f in files}
             self.tracking.fetch([{**f, "path": f["stored_path"]} for f in files],
                                 lambda e: folder.joinpath(*relative[e["path"]].split("/")),
-                                f"fetching {version.name} {version.version_name}")
+                                f"fetching {version.name} {version.version_name}", within=folder,
+                                run_id=version.run_id)
             return
         if not version.uri:
             raise ModelNotFoundError(f"{version.name} version {version.version_name!r} has no files: it is linked to "
@@ -545,26 +565,33 @@ class ModelRegistryClient:
         return str(destination)
 
     def load_model(self, name_or_id: str, version=None, stage: str | None = None, alias: str | None = None,
-                   framework: str | None = None, *, cache_dir) -> object:
+                   framework: str | None = None, *, cache_dir, trusted: bool = False) -> object:
         """Load a registered model's files into ``cache_dir/<model id>/<version>`` (files of a run
-        already there with the right digest are kept), verify them and deserialize them with
-        ``framework`` (default: the one ``log_model`` recorded)."""
+        already there with the right digest are kept; nothing is written outside that folder,
+        whatever the store's rows say), verify them and deserialize them with ``framework``
+        (default: the one ``log_model`` recorded). A format whose loading runs code needs a
+        manifest signed on this machine, unless ``trusted=True`` (see
+        :func:`~podstack_jupyter.models.load_model_from_dir`)."""
         if version is not None and stage is not None:
             raise InvalidArgumentError("load_model: version= and stage= are mutually exclusive; give one")
         chosen = self.get_model_version(name_or_id, version=version, stage=stage, alias=alias)
-        cache = Path(cache_dir) / chosen.model_id / str(chosen.version)
+        model_folder = chosen.model_id
+        if not (isinstance(model_folder, str) and _FOLDER_NAME.fullmatch(model_folder) and model_folder.strip(".")):
+            raise ModelNotFoundError(f"{chosen.name} v{chosen.version}: the store gives it the id {model_folder!r}, "
+                                     "which podstack never makes; refusing to use it as a folder name")
+        cache = Path(cache_dir) / model_folder / str(_version_number(chosen.version))
         if not chosen.run_id:
             if not chosen.uri:
                 raise ModelNotFoundError(f"{chosen.name} v{chosen.version} is not linked to a run and has no uri, so "
                                          "it has no files to load")
             shutil.rmtree(cache, ignore_errors=True)  # files at a uri carry no digest: fetch them afresh
-        cache.mkdir(parents=True, exist_ok=True)
+        private_folder(cache, tighten=False)
         self._fetch_files(chosen, cache)
         if framework is None and chosen.run_id:
             framework = chosen.framework or self.tracking.get_run(chosen.run_id)["params"].get(FRAMEWORK_PARAM)
         from ._flavors import load_model_from_dir
 
-        return load_model_from_dir(str(cache), framework=framework or chosen.framework)
+        return load_model_from_dir(str(cache), framework=framework or chosen.framework, trusted=trusted)
 
     # -- registering files from a source -------------------------------------------------------
     def upload_model(self, name: str, source_path, *, source_type: str = "local", version: str | None = None,

@@ -33,7 +33,9 @@ def model_client() -> ModelRegistryClient:
     tracking = _tracking.client()
     cached = _cache
     if cached is None or cached.tracking is not tracking:
-        cached = _cache = ModelRegistryClient(tracking)
+        from ._relay import client_for
+
+        cached = _cache = client_for(tracking)  # in a GPU session: writes ask the notebook
     return cached
 
 
@@ -56,15 +58,21 @@ def log_model(model, artifact_path: str = "model", framework: str | None = None,
 
 
 def load_model(model_name: str, version: int | None = None, stage: str | None = None, alias: str | None = None,
-               framework: str | None = None):
+               framework: str | None = None, *, trusted: bool = False):
     """Load a registered model: by ``version`` (number or name), ``stage`` or ``alias`` (one of
     them; the latest version when none). Its files are fetched from the artifact store into a cache under the
     podstack home (files already there with the right digest are kept), verified, then
-    deserialized with ``framework`` (default: the one recorded by ``log_model``)."""
+    deserialized with ``framework`` (default: the one recorded by ``log_model``).
+
+    Formats whose loading runs code (pickle, sklearn, a whole torch module) load only when the
+    model's manifest is signed by this machine's key, which every ``log_model`` here (and in
+    this notebook's GPU sessions) does; a model logged on another machine, or rows and files
+    written into the store by anything else, are refused with ``ArtifactIntegrityError``.
+    ``trusted=True`` loads it anyway: pass it only for a model whose origin you trust."""
     from ..config import settings
 
     return model_client().load_model(model_name, version=version, stage=stage, alias=alias, framework=framework,
-                                     cache_dir=settings().home / "model-cache")
+                                     cache_dir=settings().home / "model-cache", trusted=trusted)
 
 
 def register_model(name: str, run_id: str | None = None, description: str | None = None, *,

@@ -36,7 +36,8 @@ import uuid
 from pathlib import Path
 
 from .. import events
-from ..errors import ArtifactNotFoundError, ExperimentNotFoundError, InvalidArgumentError, PodstackError, RunNotFoundError
+from ..errors import (ArtifactIntegrityError, ArtifactNotFoundError, ExperimentNotFoundError, InvalidArgumentError,
+                      PodstackError, RunNotFoundError)
 from . import _validate as V
 from . import datasets as _datasets
 from ._entities import Dataset, Experiment, MetricHistory, iso
@@ -45,7 +46,7 @@ from ._search import dict_clauses, make_clause, parse_filter, parse_order_by
 from .runs import clean_metrics
 from .store import RUN_STATUSES, Store
 
-__all__ = ["TrackingClient", "new_id", "ENDED_STATUSES", "MAX_ARTIFACT_PATH"]
+__all__ = ["TrackingClient", "new_id", "artifact_files", "ENDED_STATUSES", "MAX_ARTIFACT_PATH"]
 
 ENDED_STATUSES = tuple(s for s in RUN_STATUSES if s != "running")
 MAX_ARTIFACT_PATH = 1024
@@ -77,6 +78,102 @@ def clean_artifact_path(path, what: str = "artifact_path") -> str:
     if text.startswith("/") or normalized == ".." or normalized.startswith("../"):
         raise InvalidArgumentError(f"{what} {path!r} must be a relative path inside the run (no leading '/', no '..')")
     return "" if normalized == "." else normalized
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _folder_files(folder: Path, what: str) -> list[tuple[Path, str]]:
+    """Every file under ``folder`` with its path relative to it, never leaving the folder.
+
+    Links are not followed out of it: a link to a file inside the folder is stored as that
+    file's content under the link's name (as ``cp -r`` would copy it); a link that leads
+    outside, a dangling link and a link to a folder are refused, naming the link."""
+    root = Path(os.path.realpath(folder))
+    found = []
+    for directory, folders, names in os.walk(folder, followlinks=False):
+        for name in folders:
+            path = Path(directory, name)
+            if path.is_symlink():
+                raise InvalidArgumentError(
+                    f"{what}: {path} is a link to a folder ({os.readlink(path)}); links to folders are not followed. "
+                    "Log the folder it points to on its own, or replace the link with a copy.")
+        for name in names:
+            path = Path(directory, name)
+            if path.is_symlink():
+                target = Path(os.path.realpath(path))
+                if not _within(target, root):
+                    raise InvalidArgumentError(
+                        f"{what}: {path} is a link to {target}, outside the folder {str(folder)!r}; nothing was "
+                        "uploaded. Links are never followed out of a logged folder: copy the file in, or log it "
+                        "on its own.")
+                if not target.is_file():
+                    raise InvalidArgumentError(f"{what}: {path} is a link to {os.readlink(path)!r}, which is not a "
+                                               "file in the folder (a dangling link?); remove it or make it a file")
+            elif not path.is_file():
+                continue  # sockets, pipes: nothing to store
+            found.append((path, path.relative_to(folder).as_posix()))
+    return sorted(found, key=lambda item: item[1])
+
+
+def artifact_files(local_path, artifact_path: str | None = None, what: str = "log_artifact") -> list[tuple[Path, str]]:
+    """The files ``log_artifact(local_path, artifact_path)`` stores, each with its artifact path
+    (validated; links inside a folder are never followed out of it)."""
+    if not isinstance(local_path, (str, os.PathLike)):
+        raise InvalidArgumentError(f"{what}: local_path must be a path, got {type(local_path).__name__}")
+    if artifact_path is not None and not isinstance(artifact_path, str):
+        raise InvalidArgumentError(f"{what}: artifact_path must be a string path inside the run "
+                                   f"(or None for the file's name), got {type(artifact_path).__name__} "
+                                   f"{artifact_path!r}")
+    source = Path(local_path)
+    if not source.exists():
+        raise InvalidArgumentError(f"{what}: {os.fspath(local_path)!r} does not exist")
+    if source.is_file():
+        if artifact_path is None:
+            destination = clean_artifact_path(source.name, "file name")
+        else:
+            folder_like = artifact_path.endswith("/")
+            destination = clean_artifact_path(artifact_path)
+            if folder_like or not destination:
+                destination = posixpath.join(destination, source.name) if destination else source.name
+        files = [(source, destination)]
+    else:
+        base = clean_artifact_path(artifact_path if artifact_path is not None else source.name)
+        files = [(p, posixpath.join(base, relative) if base else relative) for p, relative in _folder_files(source, what)]
+    for _, destination in files:
+        clean_artifact_path(destination, "artifact path")
+    return files
+
+
+def checked_entry_path(entry: dict, run_id: str) -> str:
+    """An artifact row's path, if it is a clean path inside its run; ``ArtifactIntegrityError`` if
+    the store holds anything else (a row that no ``log_artifact`` could have written)."""
+    path = entry.get("path")
+    try:
+        clean = clean_artifact_path(path, "artifact path")
+    except InvalidArgumentError:
+        clean = None
+    if not path or clean != path:
+        raise ArtifactIntegrityError(f"the store lists an artifact of run {run_id} at {path!r}, which is not a path "
+                                     "inside the run; refusing to download it (the store's rows were written by "
+                                     "something other than podstack)")
+    return path
+
+
+def checked_target(root: Path, target: Path, entry_path: str) -> Path:
+    """``target`` if writing it stays inside the folder ``root`` (resolved), whatever links are on
+    the way; ``ArtifactIntegrityError`` otherwise. Checked before any folder is made."""
+    escaped = not _within(target.parent, root)
+    if not escaped:
+        probe = target.parent
+        while not os.path.lexists(probe) and probe != root:
+            probe = probe.parent  # folders not made yet cannot be links
+        escaped = not _within(Path(os.path.realpath(probe)), root)
+    if escaped:
+        raise ArtifactIntegrityError(f"artifact {entry_path!r} would be written to {target}, outside {root} "
+                                     "(through a link there); nothing was written for it")
+    return target
 
 
 def artifact_entry(e: dict) -> dict:
@@ -211,6 +308,14 @@ class TrackingClient:
         """``RunNotFoundError`` unless a run with this id exists (a cheap check for callers that write)."""
         if not self.store.has_run(run_id):
             raise RunNotFoundError(f"no run with id {run_id!r}")
+
+    def require_writable(self, run_id: str) -> str:
+        """``run_id`` if this client may write into that run (``RunNotFoundError`` if there is no such
+        run). Every run of its store is writable here; a GPU session's relayed client asks the
+        notebook, which allows only the run of the cell the session runs in and the runs it started."""
+        run_id = V.identifier("run_id", run_id)
+        self.require_run(run_id)
+        return run_id
 
     def get_runs(self, run_ids) -> list[dict]:
         """The run records of ``run_ids``, in that order (``RunNotFoundError`` naming any missing)."""
@@ -357,6 +462,17 @@ class TrackingClient:
         stored = self.store.log_dataset(run_id, {**record, "id": new_id(), "created_at": now}, context, now)
         return Dataset.from_record({**stored, "context": context if run_id else None})
 
+    def log_dataset_record(self, run_id: str | None, record: dict, context: str = "training") -> Dataset:
+        """Record a dataset described elsewhere (``datasets.describe``'s fields: ``name``, ``digest``,
+        ``source_type``, ``source``, ``schema``, ``profile``, ``tags``), e.g. by a GPU session whose
+        files and DataFrames the notebook cannot see; each field is checked here."""
+        if run_id is not None:
+            run_id = V.identifier("run_id", run_id)
+        clean = _datasets.check_record(record, context)
+        now = time.time()
+        stored = self.store.log_dataset(run_id, {**clean, "id": new_id(), "created_at": now}, context, now)
+        return Dataset.from_record({**stored, "context": context if run_id else None})
+
     def get_run_datasets(self, run_id: str) -> list[Dataset]:
         """The datasets logged to a run, in the order they were logged (each with its ``context``)."""
         run_id = V.identifier("run_id", run_id)
@@ -368,30 +484,13 @@ class TrackingClient:
         """Store a file, or every file of a folder, as artifacts of a run; see ``registry.log_artifact``.
         Returns the entries logged (``path``, ``size``, ``etag``, ``last_modified``)."""
         run_id = V.identifier("run_id", run_id)
-        if not isinstance(local_path, (str, os.PathLike)):
-            raise InvalidArgumentError(f"log_artifact: local_path must be a path, got {type(local_path).__name__}")
-        if artifact_path is not None and not isinstance(artifact_path, str):
-            raise InvalidArgumentError(f"log_artifact: artifact_path must be a string path inside the run "
-                                       f"(or None for the file's name), got {type(artifact_path).__name__} "
-                                       f"{artifact_path!r}")
-        source = Path(local_path)
-        if not source.exists():
-            raise InvalidArgumentError(f"log_artifact: {os.fspath(local_path)!r} does not exist")
-        if source.is_file():
-            if artifact_path is None:
-                destination = clean_artifact_path(source.name, "file name")
-            else:
-                folder_like = artifact_path.endswith("/")
-                destination = clean_artifact_path(artifact_path)
-                if folder_like or not destination:
-                    destination = posixpath.join(destination, source.name) if destination else source.name
-            files = [(source, destination)]
-        else:
-            base = clean_artifact_path(artifact_path if artifact_path is not None else source.name)
-            files = [(p, posixpath.join(base, p.relative_to(source).as_posix()) if base
-                      else p.relative_to(source).as_posix()) for p in sorted(source.rglob("*")) if p.is_file()]
-        for _, destination in files:
-            clean_artifact_path(destination, "artifact path")
+        return self.log_artifact_files(run_id, artifact_files(local_path, artifact_path))
+
+    def log_artifact_files(self, run_id: str, files) -> list[dict]:
+        """Store local files as artifacts of a run: ``files`` is ``[(local file, artifact path)...]``
+        (what :func:`artifact_files` lists). Returns the entries logged."""
+        run_id = V.identifier("run_id", run_id)
+        files = [(Path(path), clean_artifact_path(destination, "artifact path")) for path, destination in files]
         self.require_run(run_id)  # before uploading anything
         blobs = self.artifacts
         bar = _progress(sum(p.stat().st_size for p, _ in files), f"uploading {len(files)} artifact file(s)")
@@ -437,7 +536,8 @@ class TrackingClient:
 
     def download_artifact(self, run_id: str, artifact_path: str, local_path=".") -> str:
         """Copy an artifact file, or every file under an artifact folder, into the folder
-        ``local_path``; returns the absolute path of the file or folder written there."""
+        ``local_path``; returns the absolute path of the file or folder written there. Nothing is
+        ever written outside ``local_path``, whatever the store's rows say."""
         if not isinstance(local_path, (str, os.PathLike)):
             raise InvalidArgumentError(f"download_artifact: local_path must be a folder path, got "
                                        f"{type(local_path).__name__}")
@@ -449,22 +549,31 @@ class TrackingClient:
                                        "folder the artifact is copied into")
         if single:
             target = destination / posixpath.basename(wanted)
-            self.fetch(entries, lambda e: target, f"downloading {wanted}")
+            self.fetch(entries, lambda e: target, f"downloading {wanted}", within=destination, run_id=run_id)
             return str(target)
         root = destination / posixpath.basename(wanted) if wanted else destination
         offset = len(wanted) + 1 if wanted else 0
         self.fetch(entries, lambda e: root.joinpath(*e["path"][offset:].split("/")),
-                   f"downloading {wanted or 'artifacts'}")
+                   f"downloading {wanted or 'artifacts'}", within=destination, run_id=run_id)
         return str(root)
 
-    def fetch(self, entries: list[dict], target_of, description: str = "downloading") -> None:
+    def fetch(self, entries: list[dict], target_of, description: str = "downloading", *, within,
+              run_id: str = "?") -> None:
         """Copy each stored entry to ``target_of(entry)`` (verified; files already there with the
-        right content are kept)."""
+        right content are kept). Every entry's path must be a clean path inside its run and every
+        target must lie inside the folder ``within``, checked here, at read time: the rows may have
+        been written by anyone with access to the store (``ArtifactIntegrityError``, nothing written)."""
         from .datasets import file_digest
 
+        base, root = Path(os.path.abspath(within)), Path(os.path.realpath(within))
         todo = []
         for e in entries:
-            target = target_of(e)
+            checked_entry_path(e, run_id)
+            target = Path(os.path.abspath(target_of(e)))
+            if not _within(target, base) or target == base:
+                raise ArtifactIntegrityError(f"artifact {e['path']!r} would be written to {target}, outside {base}; "
+                                             "nothing was written")
+            target = checked_target(root, root / target.relative_to(base), e["path"])
             if target.is_dir():
                 raise InvalidArgumentError(f"cannot write artifact {e['path']!r} to {target}: a folder is there")
             if target.is_file() and target.stat().st_size == e["size"] and \
@@ -475,6 +584,7 @@ class TrackingClient:
         blobs = self.artifacts if todo else None
         try:
             for e, target in todo:
+                checked_target(root, target, e["path"])  # again: an earlier entry may have made a folder
                 try:
                     target.parent.mkdir(parents=True, exist_ok=True)
                 except (FileExistsError, NotADirectoryError):

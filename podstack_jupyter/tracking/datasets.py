@@ -17,7 +17,7 @@ from . import _validate as V
 from .store import DATASET_CONTEXTS, SOURCE_TYPES
 
 __all__ = ["MAX_DIGEST_BYTES", "file_digest", "dataframe_digest", "dataframe_schema", "dataframe_profile",
-           "source_type_of", "describe"]
+           "source_type_of", "describe", "check_record"]
 
 MAX_DIGEST_BYTES = 500 * 1024 * 1024
 _BLOCK = 1024 * 1024
@@ -124,3 +124,36 @@ def describe(name, path, df, context, digest, source_type, tags) -> dict:
             "schema": dataframe_schema(df) if df is not None else {},
             "profile": dataframe_profile(df) if df is not None else {},
             "tags": tags}
+
+
+_MAX_PROFILE_CHARS = 1024 * 1024
+
+
+def check_record(record, context) -> dict:
+    """A record made by :func:`describe` elsewhere (a GPU session), checked field by field."""
+    import json
+
+    if not isinstance(record, dict):
+        raise InvalidArgumentError(f"a dataset record is a dict of describe()'s fields, got {type(record).__name__}")
+    if context not in DATASET_CONTEXTS:
+        raise InvalidArgumentError(f"log_dataset: context {context!r} is not one of {list(DATASET_CONTEXTS)}")
+    name = V.name("log_dataset: name", record.get("name"))
+    source = V.text("log_dataset: path", record.get("source", ""), V.MAX_VALUE)
+    source_type = record.get("source_type")
+    if source_type not in SOURCE_TYPES:
+        raise InvalidArgumentError(f"log_dataset: source_type {source_type!r} is not one of {list(SOURCE_TYPES)}")
+    digest = record.get("digest") or ""
+    if digest and not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise InvalidArgumentError(f"log_dataset: digest must be a 64-character hex SHA-256, got {digest!r}")
+    schema = V.string_dict("log_dataset: schema", record.get("schema") or {})
+    profile = record.get("profile") or {}
+    if not isinstance(profile, dict):
+        raise InvalidArgumentError(f"log_dataset: profile must be a dict, got {type(profile).__name__}")
+    try:
+        shown = json.dumps(profile, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"log_dataset: profile must hold JSON values ({exc})") from None
+    V.text("log_dataset: profile", shown, _MAX_PROFILE_CHARS)
+    tags = V.string_dict("log_dataset: tags", record.get("tags") or {})
+    return {"name": name, "digest": digest, "source_type": source_type, "source": source, "schema": schema,
+            "profile": profile, "tags": tags}

@@ -30,7 +30,7 @@ from ..errors import InvalidArgumentError
 from . import _validate as V
 from ._entities import Dataset, Experiment, MetricHistory, MetricPoint, ModelVersion, RegisteredModel
 from .client import ENDED_STATUSES, TrackingClient, new_id
-from .relay import notebook_context
+from .relay import RelayClient, RelayStore, at_cell_end, notebook_context
 from .runs import Run, active_runs, clean_metrics, metric_buffer
 from .store import MODEL_STAGES, RUN_STATUSES, current_store, in_gpu_session, reset_store
 
@@ -70,13 +70,16 @@ def client() -> TrackingClient:
         metric_buffer.attach(store)  # points go to the store they were logged for; dead journals recovered
     from ..artifacts import open_store
 
-    cached = _client_cache = TrackingClient(store, open_store)
+    # inside a GPU session the store is the relay: writes ask the notebook, which allows this cell's run only
+    cached = _client_cache = (RelayClient if isinstance(store, RelayStore) else TrackingClient)(store, open_store)
     return cached
 
 
 metric_buffer.store_for = _store
 _hooks.add_cell_context("tracking", notebook_context)  # a %%gpu cell logs into the notebook's active run
-in_gpu_session()  # inside a GPU session's kernel: log through the session to the notebook's store
+if in_gpu_session():  # inside a GPU session's kernel: log through the session to the notebook's store
+    # which runs a cell may write is the notebook's answer for that cell: ask again in the next one
+    at_cell_end(_known_runs.clear)
 
 
 def _reset_store() -> None:
@@ -242,7 +245,7 @@ def _target_run(run_id: str | None, what: str) -> str:
                                        "(or podstack.run / %%track), or pass run_id=")
         return run.id
     if run_id not in _known_runs:
-        client().get_run(run_id)  # RunNotFoundError now, not when the buffer writes
+        client().require_writable(run_id)  # RunNotFoundError (or, in a GPU session, a refusal) now, not later
         _known_runs.add(run_id)
     return run_id
 

@@ -137,7 +137,7 @@ def _build(spec: GPUSpec, target: Path, progress: Callable[[str], None]) -> None
     # Built in place (not renamed into place), so the scripts that packages install keep working shebangs.
     pip_here = pip_available()
     uv = None if pip_here or not spec.use_uv else find_uv()
-    what = " ".join(spec.packages) + (f" -r {spec.requirements}" if spec.requirements else "")
+    what = config.redact(" ".join(spec.packages) + (f" -r {spec.requirements}" if spec.requirements else ""))
     progress(f"[podstack] building environment {target.name} with {'uv' if uv else 'pip'}: {what.strip()}")
     base = getattr(sys, "_base_executable", None) or sys.executable  # the interpreter under any virtualenv
     python = str(_python_in(target))
@@ -172,7 +172,7 @@ def _run(command: list[str], progress: Callable[[str], None]) -> None:
     tail: list[str] = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
         for line in process.stdout:
-            line = line.rstrip()
+            line = config.redact(line.rstrip())  # pip echoes the URLs it was given, tokens included
             if line:
                 progress(line)
                 tail = (tail + [line])[-20:]

@@ -92,13 +92,10 @@ def _entry(url: str) -> tuple:
 
 
 def _safe(url: str) -> str:
-    """The URL without its password."""
-    head, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    credentials, _, host = rest.partition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{head}://{user}{':***' if ':' in credentials else ''}@{host}"
+    """The URL without its password or tokens."""
+    from ...config import redact
+
+    return redact(url)
 
 
 def open_store(url: str, **settings) -> Store:

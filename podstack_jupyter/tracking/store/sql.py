@@ -95,6 +95,17 @@ def _chunks(items, size=_CHUNK):
         yield items[i:i + size]
 
 
+def _private_database(path: Path) -> None:
+    """The database file private to the user (0600) before SQLite opens it: SQLite gives its WAL
+    and shared-memory files the database file's mode when it creates them."""
+    from ...config import private_file, private_folder
+
+    private_folder(path.parent, tighten=False)
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file is path or file.exists():
+            private_file(file)
+
+
 def _engine_for(url_text: str, busy_timeout: float = _BUSY_TIMEOUT) -> sa.engine.Engine:
     try:
         url = make_url(url_text)
@@ -106,8 +117,8 @@ def _engine_for(url_text: str, busy_timeout: float = _BUSY_TIMEOUT) -> sa.engine
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         memory = database in ("", ":memory:") or database.startswith("file::memory:")
-        if not memory:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if not memory and not database.startswith("file:"):
+            _private_database(Path(database).expanduser())
         kwargs = {"connect_args": {"check_same_thread": False, "timeout": busy_timeout}}
         if memory:
             kwargs["poolclass"] = sa.pool.StaticPool
