@@ -354,6 +354,9 @@ _MAGIC_NAMES = {"line": ("gpu", "podstack"), "cell": ("gpu", "track")}
 
 def load_ipython_extension(ipython):
     ipython.register_magics(PodstackMagics)
+    from . import jupyter_ext
+
+    jupyter_ext.attach(ipython)  # the JupyterLab sidebar and status bar follow this kernel (no-op outside one)
 
 
 def unload_ipython_extension(ipython):
@@ -365,3 +368,6 @@ def unload_ipython_extension(ipython):
             if isinstance(getattr(bound, "__self__", None), PodstackMagics):
                 del manager.magics[kind][name]
     manager.registry.pop(PodstackMagics.__name__, None)
+    from . import jupyter_ext
+
+    jupyter_ext.detach(ipython)

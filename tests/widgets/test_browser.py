@@ -137,7 +137,7 @@ def test_every_widget_renders_and_works_in_jupyterlab(lab, page):
     assert len(seen) >= 4 and seen == sorted(seen), f"the live chart did not grow while the run logged: {seen}"
 
     # wait for the whole notebook (the last cell draws the session panel)
-    sessions = page.locator(".psw-sessions")
+    sessions = page.locator(".jp-Notebook .psw-sessions")  # not the lab sidebar's panel
     sessions.locator("tr[data-session]").first.wait_for(timeout=300_000)
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']", has_text="Error")
     assert errors.count() == 0, errors.first.inner_text()

@@ -1,0 +1,67 @@
+"""A real Jupyter server or JupyterLab process for tests, on a free loopback port with a token.
+
+::
+
+    with jupyter_process(["lab"], root, env, token="t", log_path=log) as base:   # "http://127.0.0.1:PORT"
+        httpx.get(f"{base}/api/status", headers={"Authorization": "token t"})
+
+``args`` follow ``jupyter`` (``["server"]`` or ``["lab", ...extra options]``); the process runs in
+``root`` with ``env`` and is stopped (terminate, then kill) when the block ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def jupyter_env(root: Path, **extra) -> dict:
+    """os.environ with this interpreter's scripts first on PATH, a config folder in ``root`` and no
+    PODSTACK_* store settings leaking in from the outer shell."""
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / ".jupyter"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **extra}
+    for name in ("PODSTACK_TRACKING_URI", "PODSTACK_ARTIFACT_ROOT", "PODSTACK_REGISTRY_URL", "PODSTACK_LOCAL_GPUS",
+                 "PODSTACK_BACKEND"):
+        env.pop(name, None)
+    return env
+
+
+@contextlib.contextmanager
+def jupyter_process(args: list[str], root: Path, env: dict, *, token: str, log_path: Path, timeout: float = 90):
+    port = free_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jupyter", *args, "--no-browser", "--allow-root", f"--ServerApp.port={port}",
+             "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
+                    break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"jupyter {args[0]} did not start: {log_path.read_text()[-3000:]}") from None
+                    time.sleep(0.3)
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
