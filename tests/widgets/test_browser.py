@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -35,49 +31,24 @@ pytestmark = [
                               "(.ci/run installs it); Playwright's own browser download is not used"),
 ]
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed: pip install playwright")
+    from _services.jupyter import jupyter_env, jupyter_process
+
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
-    ipython_dir = root / ".ipython"
     settings = root / ".lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
-    port, token = _free_port(), "podstack-browser-test"
-    env = {**os.environ, "PODSTACK_HOME": str(root / ".podstack"), "IPYTHONDIR": str(ipython_dir),
-           "JUPYTER_CONFIG_DIR": str(root / ".jupyter"),
-           "JUPYTERLAB_SETTINGS_DIR": str(root / ".lab-settings"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    log = open(tmp_path_factory.mktemp("lab-log") / "lab.log", "wb")  # noqa: SIM115 - closed when the fixture ends
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", f"--LabApp.workspaces_dir={root / '.ws'}",
-         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"jupyter lab did not start: {Path(log.name).read_text()[-3000:]}")
-            time.sleep(0.5)
-    yield {"url": f"{base}/lab/tree/{NOTEBOOK.name}?token={token}", "root": root}
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    token = "podstack-browser-test"
+    env = jupyter_env(root, PODSTACK_HOME=str(root / ".podstack"), IPYTHONDIR=str(root / ".ipython"),
+                      JUPYTERLAB_SETTINGS_DIR=str(root / ".lab-settings"))
+    args = ["lab", f"--LabApp.workspaces_dir={root / '.ws'}", "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    with jupyter_process(args, root, env, token=token, log_path=tmp_path_factory.mktemp("lab-log") / "lab.log") as base:
+        yield {"url": f"{base}/lab/tree/{NOTEBOOK.name}?token={token}", "root": root}
 
 
 @pytest.fixture(scope="module")
