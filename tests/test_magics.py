@@ -15,14 +15,7 @@ import podstack
 from podstack import registry
 from podstack_jupyter import config
 from podstack_jupyter.compute import sessions
-
-
-def run(ip, cell):
-    result = ip.run_cell(cell)
-    error = result.error_before_exec or result.error_in_exec
-    if error is not None:
-        raise error
-    return result.result
+from _cells import run
 
 
 @pytest.fixture(autouse=True)

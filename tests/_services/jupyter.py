@@ -65,3 +65,24 @@ def jupyter_process(args: list[str], root: Path, env: dict, *, token: str, log_p
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
+
+
+@contextlib.contextmanager
+def chromium_page(executable: str, output: Path, *, height: int):
+    """A page of Debian's headless Chromium (driven by Playwright, never a downloaded browser), 1400 x
+    ``height``; on leaving, the page as it was is saved as ``output/last-page.png``."""
+    from playwright.sync_api import sync_playwright
+
+    output.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+        context = browser.new_context(viewport={"width": 1400, "height": height}, record_video_dir=None)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        try:
+            yield page
+            page.screenshot(path=str(output / "last-page.png"))
+        finally:
+            context.close()
+            browser.close()

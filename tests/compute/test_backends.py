@@ -17,14 +17,7 @@ from podstack_jupyter import config
 from podstack_jupyter.compute import backends, sessions
 from podstack_jupyter.errors import (ConfigurationError, ExecutionTimeoutError, GPUNotAvailableError,
                                      InvalidArgumentError, SessionDiedError)
-
-
-def run(ip, cell):
-    result = ip.run_cell(cell)
-    error = result.error_before_exec or result.error_in_exec
-    if error is not None:
-        raise error
-    return result.result
+from _cells import run
 
 
 @pytest.fixture

@@ -24,16 +24,9 @@ from podstack_jupyter.errors import SessionDiedError
 
 from jupyter_servers import start_kernel_gateway
 from ray_cluster import ray_cluster
+from _cells import run
 
 BACKENDS = ["local", "jupyter", "ray"]
-
-
-def run(ip, cell):
-    result = ip.run_cell(cell)
-    error = result.error_before_exec or result.error_in_exec
-    if error is not None:
-        raise error
-    return result.result
 
 
 @pytest.fixture(scope="module")

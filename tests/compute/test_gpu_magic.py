@@ -14,20 +14,7 @@ import pytest
 from podstack_jupyter.compute import sessions
 from podstack_jupyter.errors import (CellSyntaxError, ExecutionTimeoutError, GPUNotAvailableError,
                                      RemoteExecutionError, SerializationError, SessionDiedError)
-
-
-def run(ip, cell):
-    result = ip.run_cell(cell)
-    if result.error_before_exec is not None:
-        raise result.error_before_exec
-    if result.error_in_exec is not None:
-        raise result.error_in_exec
-    return result.result
-
-
-def only_session():
-    (session,) = sessions.find("all")
-    return session
+from _cells import only_session, run
 
 
 def test_issue_example_variables_travel_and_come_back(ip, capsys):

@@ -19,19 +19,7 @@ from podstack_jupyter.errors import (AuthenticationError, ConfigurationError, GP
                                      InvalidArgumentError, SessionDiedError)
 
 from jupyter_servers import start_jupyter_server, start_kernel_gateway
-
-
-def run(ip, cell):
-    result = ip.run_cell(cell)
-    error = result.error_before_exec or result.error_in_exec
-    if error is not None:
-        raise error
-    return result.result
-
-
-def only_session():
-    (session,) = sessions.find("all")
-    return session
+from _cells import only_session, run
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,7 @@ from podstack_jupyter.compute.session import GPUSession
 from podstack_jupyter.compute.spec import GPUSpec
 from podstack_jupyter.errors import (ConfigurationError, EnvironmentBuildError, GPUNotAvailableError,
                                      InvalidArgumentError, SessionDiedError)
-
-
-def run(ip, cell):
-    result = ip.run_cell(cell)
-    error = result.error_before_exec or result.error_in_exec
-    if error is not None:
-        raise error
-    return result.result
+from _cells import run
 
 
 @pytest.fixture

@@ -25,19 +25,7 @@ from podstack_jupyter.compute.backends.ray import RayKernel, RayRelayKernel
 from podstack_jupyter.errors import GPUNotAvailableError, SessionDiedError
 
 from ray_cluster import GPU_COUNT, GPU_TYPE, ray_cluster
-
-
-def run(ip, cell):
-    result = ip.run_cell(cell)
-    error = result.error_before_exec or result.error_in_exec
-    if error is not None:
-        raise error
-    return result.result
-
-
-def only_session():
-    (session,) = sessions.find("all")
-    return session
+from _cells import only_session, run
 
 
 @pytest.fixture(scope="module")

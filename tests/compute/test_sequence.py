@@ -22,15 +22,7 @@ from podstack_jupyter.compute import sessions
 from podstack_jupyter.compute.hooks import on_agent_event
 from podstack_jupyter.errors import (ExecutionTimeoutError, PodstackError, RemoteExecutionError, SerializationError,
                                      SessionDiedError)
-
-
-def run(ip, cell):
-    result = ip.run_cell(cell)
-    if result.error_before_exec is not None:
-        raise result.error_before_exec
-    if result.error_in_exec is not None:
-        raise result.error_in_exec
-    return result.result
+from _cells import only_session, run
 
 
 def fails(ip, cell):
@@ -449,11 +441,6 @@ def test_without_access_to_the_sessions_memory_values_go_through_the_socket(ip, 
     run(ip, "%%gpu\ntotal = float(big.sum())\nback = big * 2")
     assert ip.user_ns["total"] == float(np.arange(2_000_000).sum()) and ip.user_ns["back"][-1] == 3_999_998
     assert not only_session().kernel.same_host  # and it stops trying
-
-
-def only_session():
-    (session,) = sessions.find("all")
-    return session
 
 
 def test_dataframes_with_string_columns_change_both_ways(ip):

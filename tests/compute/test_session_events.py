@@ -11,14 +11,7 @@ import pytest
 from podstack_jupyter import events
 from podstack_jupyter.compute import sessions
 from podstack_jupyter.errors import EnvironmentBuildError, SessionDiedError
-
-
-def run(ip, cell):
-    result = ip.run_cell(cell)
-    error = result.error_before_exec or result.error_in_exec
-    if error is not None:
-        raise error
-    return result.result
+from _cells import run
 
 
 @pytest.fixture

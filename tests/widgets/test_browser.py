@@ -53,19 +53,10 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(lab):
-    from playwright.sync_api import sync_playwright
+    from _services.jupyter import chromium_page
 
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, record_video_dir=None)
-        page = context.new_page()
-        page.set_default_timeout(60_000)
+    with chromium_page(CHROMIUM, OUTPUT, height=1000) as page:
         yield page
-        page.screenshot(path=str(OUTPUT / "last-page.png"), full_page=False)  # what the page showed at the end
-        context.close()
-        browser.close()
 
 
 def shot(locator, name: str) -> None:
