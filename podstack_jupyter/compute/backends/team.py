@@ -57,15 +57,17 @@ class TeamServer:
             self.headers["Authorization"] = f"Bearer {api_key}"
         if project_id:
             self.headers["X-Project-ID"] = project_id
-        self.http = httpx.Client(base_url=base + "/api/v1/", headers=self.headers,
-                                 timeout=httpx.Timeout(120.0, connect=10.0))
+        self._timeout = httpx.Timeout(120.0, connect=10.0)
 
     def request(self, method: str, path: str, **kwargs):
         """The decoded answer of one call; errors as the podstack exception they mean."""
         import httpx
 
+        # a client per call: calls are rare (start, interrupt, stop; cells go over the websocket) and
+        # nothing stays open for a notebook to leak
         try:
-            response = self.http.request(method, path, **kwargs)
+            with httpx.Client(base_url=self.url + "/api/v1/", headers=self.headers, timeout=self._timeout) as http:
+                response = http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise SessionDiedError(f"cannot reach {self.where} ({type(exc).__name__}: {exc}); check "
                                    f"PODSTACK_REGISTRY_URL and that the server runs") from None
