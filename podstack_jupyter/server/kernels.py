@@ -311,6 +311,8 @@ class TeamKernels:
         with self._lock:
             kernels = list(self._kernels.values())
             self._kernels.clear()
+        if kernels:
+            log.info("podstack server: stopping %d team session(s)", len(kernels))
         for kernel in kernels:
             kernel.stop("the server stopped")
         self._reaper.join(5)
