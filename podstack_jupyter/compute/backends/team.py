@@ -58,6 +58,7 @@ class TeamServer:
         if project_id:
             self.headers["X-Project-ID"] = project_id
         self._timeout = httpx.Timeout(120.0, connect=10.0)
+        self._deleted: set[str] = set()
 
     def request(self, method: str, path: str, **kwargs):
         """The decoded answer of one call; errors as the podstack exception they mean."""
@@ -69,8 +70,8 @@ class TeamServer:
             with httpx.Client(base_url=self.url + "/api/v1/", headers=self.headers, timeout=self._timeout) as http:
                 response = http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise SessionDiedError(f"cannot reach {self.where} ({type(exc).__name__}: {exc}); check "
-                                   f"PODSTACK_REGISTRY_URL and that the server runs") from None
+            raise ConfigurationError(f"cannot reach {self.where} ({type(exc).__name__}: {exc}); check "
+                                     f"PODSTACK_REGISTRY_URL and that the server runs") from None
         if response.status_code < 300:
             return response.json() if response.content else None
         try:
@@ -109,9 +110,13 @@ class TeamServer:
                                 closer=lambda: self.delete(kernel_id))
 
     def delete(self, kernel_id: str) -> None:
+        """Stop the session (once: the connection's shutdown and the GPUs' release both ask)."""
+        if kernel_id in self._deleted:
+            return
+        self._deleted.add(kernel_id)
         try:
             self.request("DELETE", f"kernels/{kernel_id}", timeout=30.0)
-        except SessionDiedError:  # already gone (died and reaped, or the server restarted)
+        except (SessionDiedError, ConfigurationError):  # already gone (reaped), or the server is gone with it
             pass
 
 
