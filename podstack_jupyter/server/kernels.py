@@ -19,7 +19,10 @@ Rules:
   default 60 s) is stopped and its GPUs given back; one that never attached too;
 * a kernel that dies is noticed within about a second: the notebook gets a last ``status``
   message (``execution_state: dead``, ``reason``: why, in words) and the websocket closes;
-* every session is stopped when the server stops.
+* every session is stopped when the server stops;
+* what the kernel sends while no websocket is attached is kept for the next one, up to 64 MB;
+  beyond that the next notebook to attach is told the session is lost (a dropped message may
+  be a cell's results), rather than carry on out of step.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ __all__ = ["TeamKernels", "TeamKernel", "spec_from_request"]
 log = logging.getLogger("podstack.server")
 
 _ALIVE_CHECK = 0.5       # seconds between two checks that a kernel lives
-_BACKLOG = 20000         # messages kept for a websocket that is not attached (then the oldest go)
+_BACKLOG_BYTES = 64 * 2**20  # what is kept for a websocket not attached (yet); beyond it the session is lost
 CLOSE = object()         # queued for an attached websocket: close it
 
 
@@ -83,7 +86,9 @@ class TeamKernel:
         self.detached_since: float | None = time.monotonic()  # not attached yet: the grace period runs
         self._lock = threading.Lock()
         self._sink: tuple[asyncio.AbstractEventLoop, asyncio.Queue] | None = None
-        self._backlog: collections.deque = collections.deque(maxlen=_BACKLOG)
+        self._backlog: collections.deque = collections.deque()
+        self._backlog_bytes = 0
+        self._lost_detached = False  # the backlog overflowed: messages a notebook may wait for are gone
         # A ZMQ connection's sockets belong to one thread: the pump sends too, woken through a pipe.
         self._owned = isinstance(connection, ZMQConnection)
         self._outbox: collections.deque = collections.deque()
@@ -133,8 +138,15 @@ class TeamKernel:
             if self._sink is not None:
                 old_loop, old_queue = self._sink
                 old_loop.call_soon_threadsafe(old_queue.put_nowait, CLOSE)
+            if self._lost_detached:
+                # a dropped message may be a cell's results: say so rather than go on out of step
+                queue.put_nowait(self._death_frame(
+                    f"more than {_BACKLOG_BYTES // 2**20} MB of the session's messages came while no notebook was "
+                    f"attached, and were dropped; its state cannot be trusted"))
+                queue.put_nowait(CLOSE)
             while self._backlog:
                 queue.put_nowait(self._backlog.popleft())
+            self._backlog_bytes = 0
             if self.state != "running":
                 queue.put_nowait(CLOSE)
             self._sink = (loop, queue)
@@ -150,8 +162,13 @@ class TeamKernel:
     def _deliver(self, item) -> None:
         with self._lock:
             if self._sink is None:
-                if item is not CLOSE:
+                if item is not CLOSE and not self._lost_detached:
                     self._backlog.append(item)
+                    self._backlog_bytes += len(item)
+                    if self._backlog_bytes > _BACKLOG_BYTES:
+                        self._lost_detached = True
+                        self._backlog.clear()
+                        self._backlog_bytes = 0
                 return
             loop, queue = self._sink
         try:
@@ -164,6 +181,13 @@ class TeamKernel:
         parts = [json_packer(msg["header"]), json_packer(msg["parent_header"]), json_packer(msg["metadata"]),
                  json_packer(msg["content"]), *msg.get("buffers", ())]
         return b"".join(encode_v1(channel, parts))
+
+    def _death_frame(self, reason: str) -> bytes:
+        """The last message a notebook gets: its connection reads it as the kernel's death, with the reason."""
+        return self._frame("iopub", {
+            "header": {"msg_id": uuid.uuid4().hex, "msg_type": "status", "session": self.id, "username": "podstack",
+                       "date": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()), "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "content": {"execution_state": "dead", "reason": reason}})
 
     def _run_pump(self) -> None:
         connection, last_check = self.connection, time.monotonic()
@@ -199,11 +223,7 @@ class TeamKernel:
                 return
             self.state, self.reason = "dead", reason
         log.info("podstack server: team session %s (project %s) died: %s", self.id, self.project_id, reason)
-        # the notebook's connection reads this as the kernel's death, with the reason in words
-        self._deliver(self._frame("iopub", {
-            "header": {"msg_id": uuid.uuid4().hex, "msg_type": "status", "session": self.id, "username": "podstack",
-                       "date": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()), "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "content": {"execution_state": "dead", "reason": reason}}))
+        self._deliver(self._death_frame(reason))
         self._deliver(CLOSE)
         self.kernels._release(self)
 

@@ -32,7 +32,7 @@ from team_server import GRACE, forget_team_server, start_team_server, use_team_s
 from podstack_jupyter import config  # noqa: E402
 from podstack_jupyter.compute import sessions  # noqa: E402
 from podstack_jupyter.compute.backends._websocket import V1_PROTOCOL  # noqa: E402
-from podstack_jupyter.errors import (AuthenticationError, GPUNotAvailableError, InvalidArgumentError,
+from podstack_jupyter.errors import (AuthenticationError, ConfigurationError, GPUNotAvailableError, InvalidArgumentError,
                                      SessionDiedError)  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -147,6 +147,7 @@ def test_a_revoked_key_is_refused_and_its_open_session_cut_off(team, notebook, i
     assert api(team, key, "GET", f"kernels/{session.kernel.kernel_id}").status_code == 401
     # the websocket it holds is closed (the server checks keys every 10 s), the session is reaped
     wait_for(lambda: not session.kernel.is_alive(), 30, "the revoked key's websocket closed")
+    assert "revoked" in session.kernel.death_reason()
     with pytest.raises(AuthenticationError, match="refused the API key"):
         run(ip, "%%gpu\ny = 2")
     wait_for(lambda: api(team, team.new_project()[1], "GET", "gpus").json()[0]["used_percent"] == 0,
@@ -231,7 +232,8 @@ def test_sessions_stop_when_the_server_stops(tmp_path, ip, monkeypatch):
         assert gone(kernel_pid)  # stopped by the server on its way out, not left to notice its parent is gone
         assert any("stopping 1 team session" in line for line in server.log_lines())
         wait_for(lambda: not session.kernel.is_alive(), 30, "the notebook noticing")
-        with pytest.raises(SessionDiedError):
+        assert "stopped" in session.kernel.death_reason()
+        with pytest.raises(ConfigurationError, match="cannot reach the podstack server"):
             run(ip, "%%gpu\npass")
     finally:
         server.stop()

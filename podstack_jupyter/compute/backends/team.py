@@ -132,6 +132,15 @@ class TeamKernelSocket(KernelWebSocket):
             return
         super()._watch(channel, msg)
 
+    def _closed_reason(self, exc: Exception) -> str:
+        close = getattr(exc, "rcvd", None)
+        if not self._closed and close is not None:
+            if close.code == 1012:
+                return f"{self.where} stopped (its sessions stop with it)"
+            if close.code in (1008, 1011) and close.reason:
+                return f"{self.where} closed the session: {close.reason}"
+        return super()._closed_reason(exc)
+
 
 class TeamBackend(Backend):
     """Sessions handed out by the podstack server at ``PODSTACK_REGISTRY_URL``."""
