@@ -68,6 +68,22 @@ def spec_from_request(body: dict) -> GPUSpec:
     return GPUSpec(type=body.get("type"), count=body.get("count", 1), fraction=body.get("fraction", 100))
 
 
+def _close_thread_loop() -> None:
+    """Close the event loop jupyter_client's blocking calls (a local kernel's ``is_alive``) leave
+    in the thread that made them, so a server that runs many sessions does not collect them."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:  # none in this thread
+        return
+    if not loop.is_running() and not loop.is_closed():
+        loop.close()
+    asyncio.set_event_loop(None)
+
+
 class TeamKernel:
     """One session: its kernel's connection, owner, GPUs and the websocket attached to it (if any)."""
 
@@ -206,6 +222,8 @@ class TeamKernel:
         except Exception as exc:  # noqa: BLE001 - a broken connection ends the session, with its reason
             if not self._stopping.is_set():
                 self._died(f"the server lost the kernel's connection ({type(exc).__name__}: {exc})")
+        finally:
+            _close_thread_loop()
 
     def _run_outbox(self) -> None:
         try:

@@ -240,3 +240,36 @@ def test_sessions_stop_when_the_server_stops(tmp_path, ip, monkeypatch):
         server.close_accounts()
         sessions.stop("all")
         forget_team_server()
+
+
+def test_messages_that_overflow_while_no_notebook_is_attached_lose_the_session_openly(monkeypatch):
+    """The server keeps what a kernel sends while no websocket is attached, up to a limit; past it
+    the next notebook to attach is told the session is lost, never handed a stream with a hole."""
+    import asyncio
+    import json
+
+    from jupyter_client.session import Session
+
+    from podstack_jupyter.compute.backends._websocket import decode_v1
+    from podstack_jupyter.compute.spec import GPUSpec
+    from podstack_jupyter.server import kernels as team_kernels
+
+    monkeypatch.setattr(team_kernels, "_BACKLOG_BYTES", 256 * 1024)
+    team = team_kernels.TeamKernels("local", grace=60)
+    loop = asyncio.new_event_loop()
+    try:
+        kernel = team.start("project", "tester", GPUSpec())
+        request = Session().msg("execute_request", content={
+            "code": "for _ in range(8):\n    print('x' * 100_000, flush=True)", "silent": False,
+            "store_history": False, "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+        kernel.forward("shell", request)
+        wait_for(lambda: kernel._lost_detached, 60, "the backlog overflowing")
+        queue = kernel.attach(loop)
+        channel, parts = decode_v1(queue.get_nowait())
+        content = json.loads(bytes(parts[3]))
+        assert channel == "iopub" and content["execution_state"] == "dead"
+        assert "dropped" in content["reason"] and "cannot be trusted" in content["reason"]
+        assert queue.get_nowait() is team_kernels.CLOSE
+    finally:
+        team.close()
+        loop.close()
