@@ -44,6 +44,10 @@ from ..compute.backends._zmq import ZMQConnection
 from ..compute.spec import GPUSpec
 from ..errors import ConfigurationError, InvalidArgumentError, NotFoundError, PodstackError
 
+
+class ConflictError(PodstackError):
+    """The session is already attached to another websocket."""
+
 __all__ = ["TeamKernels", "TeamKernel", "spec_from_request"]
 
 log = logging.getLogger("podstack.server")
@@ -147,13 +151,13 @@ class TeamKernel:
 
     # -- kernel -> notebook ---------------------------------------------------------------------
     def attach(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue:
-        """The queue of what the kernel sends (what came while nobody was attached first); one
-        websocket at a time: a new one replaces the old (which is closed)."""
+        """The queue of what the kernel sends (what came while nobody was attached first). One
+        websocket at a time: while one is attached another is refused (ConflictError), so no
+        second notebook can take a session over, or read its replies."""
         queue: asyncio.Queue = asyncio.Queue()
         with self._lock:
             if self._sink is not None:
-                old_loop, old_queue = self._sink
-                old_loop.call_soon_threadsafe(old_queue.put_nowait, CLOSE)
+                raise ConflictError(f"another notebook is attached to GPU session {self.id}")
             if self._lost_detached:
                 # a dropped message may be a cell's results: say so rather than go on out of step
                 queue.put_nowait(self._death_frame(

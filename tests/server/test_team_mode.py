@@ -273,3 +273,32 @@ def test_messages_that_overflow_while_no_notebook_is_attached_lose_the_session_o
     finally:
         team.close()
         loop.close()
+
+
+def test_bad_requests_are_refused_naming_what_was_wrong(team, notebook, ip):
+    key = notebook[1]
+    for body, named in (({"count": 0}, "count"), ({"type": "Z80"}, "unknown GPU type"), ({"gpus": 2}, "gpus"),
+                        ({"fraction": 150}, "fraction"), ({"type": ["L40S"]}, "type")):
+        response = api(team, key, "POST", "kernels", json=body)
+        assert response.status_code == 400 and named in response.json()["error"], (body, response.text)
+    assert api(team, key, "GET", "kernels").json() == []  # nothing was started
+    # a second websocket cannot take over a session a notebook is attached to
+    run(ip, "%%gpu\nx = 1")
+    headers = {"Authorization": f"Bearer {key}"}
+    ws_url = team.url.replace("http", "ws") + "/api/v1/kernels/{}/channels"
+    with pytest.raises(Exception) as refused:
+        connect(ws_url.format(only_session().kernel.kernel_id), subprotocols=[V1_PROTOCOL],
+                additional_headers=headers, open_timeout=10).close()
+    assert "403" in str(refused.value)
+    # a websocket message that is not a v1 kernel message closes that websocket
+    other = api(team, key, "POST", "kernels", json={}).json()["id"]
+    with connect(ws_url.format(other), subprotocols=[V1_PROTOCOL], additional_headers=headers) as ws:
+        ws.send(b"\x01garbage")
+        with pytest.raises(Exception) as closed:
+            while True:
+                ws.recv(timeout=10)
+        assert "1003" in str(closed.value)
+    api(team, key, "DELETE", f"kernels/{other}")
+    # and the notebook's session went on untouched through both
+    run(ip, "%%gpu\ny = x + 1")
+    assert ip.user_ns["y"] == 2

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 
-from fastapi import APIRouter, Body, Depends, WebSocket
+from fastapi import APIRouter, Depends, WebSocket
+from pydantic import BaseModel, ConfigDict
 from starlette.websockets import WebSocketDisconnect
 
 from ...compute.backends._websocket import V1_PROTOCOL, decode_v1
 from ...errors import GPUNotAvailableError, NotFoundError, SessionDiedError
 from ..deps import _token, project
-from ..kernels import CLOSE, TeamKernels, spec_from_request
+from ..kernels import CLOSE, ConflictError, TeamKernels, spec_from_request
 from ..state import ProjectContext, ServerState
 from ..wire import JSON
 
@@ -25,6 +27,7 @@ __all__ = ["router", "team_kernels"]
 
 router = APIRouter(tags=["team sessions"])
 
+_TO_KERNEL = ("shell", "stdin", "control")
 KEY_RECHECK = 10.0  # seconds between two checks that an attached websocket's API key is still valid
 
 
@@ -42,13 +45,27 @@ def _default_backend(configured: str) -> str:
     return "local" if configured == "team" else configured
 
 
+class SessionRequest(BaseModel):
+    """What a session asks for (``%%gpu TYPE --count N --fraction P``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str | None = None
+    count: int = 1
+    fraction: int = 100
+    # refused with what to do instead (the server builds no per-session environment)
+    env: str | None = None
+    pip: list[str] = []
+    conda: list[str] = []
+    requirements: str | None = None
+
+
 @router.post("/kernels", status_code=201, summary="Start a GPU session")
-def start_kernel(body: dict | None = Body(None), ctx: ProjectContext = Depends(project)):
+def start_kernel(body: SessionRequest | None = None, ctx: ProjectContext = Depends(project)):
     """Place a session on the server's compute backend: body ``{"type": "L40S", "count": 1,
     "fraction": 100}`` (all optional: no type takes any free GPU, else the CPU). Answers the
     session (``id``, ``gpus``, ``gpu_type``, ``fraction``); 409 with ``available`` when the
     GPUs cannot be had."""
-    spec = spec_from_request(body or {})
+    spec = spec_from_request(body.model_dump(exclude_defaults=True) if body is not None else {})
     kernels = team_kernels(ctx.state)
     try:
         kernel = kernels.start(ctx.project_id, ctx.principal.who, spec)
@@ -97,8 +114,12 @@ async def kernel_channels(websocket: WebSocket, kernel_id: str, ctx: ProjectCont
     if V1_PROTOCOL not in websocket.scope.get("subprotocols", ()):
         await websocket.close(code=1002, reason=f"only the {V1_PROTOCOL} subprotocol is spoken here")
         return
+    try:
+        queue = kernel.attach(asyncio.get_running_loop())
+    except ConflictError as exc:
+        await websocket.close(code=1008, reason=exc.message[:120])
+        return
     await websocket.accept(subprotocol=V1_PROTOCOL)
-    queue = kernel.attach(asyncio.get_running_loop())
     sending = asyncio.create_task(_send(websocket, queue))
     checking = asyncio.create_task(_check_key(websocket, ctx.state, _token(websocket)))
     try:
@@ -110,8 +131,15 @@ async def kernel_channels(websocket: WebSocket, kernel_id: str, ctx: ProjectCont
             if data is None:
                 await websocket.close(code=1003, reason="binary v1 kernel messages only")
                 break
-            channel, parts = decode_v1(data)
-            header, parent, metadata, content = (json.loads(bytes(p)) for p in parts[:4])
+            try:
+                channel, parts = decode_v1(data)
+                header, parent, metadata, content = (json.loads(bytes(p)) for p in parts[:4])
+                if channel not in _TO_KERNEL or not all(isinstance(d, dict) for d in (header, parent, metadata,
+                                                                                      content)):
+                    raise ValueError(channel)
+            except (ValueError, IndexError, struct.error):
+                await websocket.close(code=1003, reason="not a v1 kernel message for shell, stdin or control")
+                break
             msg = {"header": header, "parent_header": parent, "metadata": metadata, "content": content,
                    "buffers": parts[4:]}
             if kernel.relays_on_its_thread:
