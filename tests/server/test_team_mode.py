@@ -302,3 +302,16 @@ def test_bad_requests_are_refused_naming_what_was_wrong(team, notebook, ip):
     # and the notebook's session went on untouched through both
     run(ip, "%%gpu\ny = x + 1")
     assert ip.user_ns["y"] == 2
+
+
+def test_a_cell_past_its_timeout_is_stopped_there_and_the_session_goes_on(team, notebook, ip):
+    from podstack_jupyter.errors import ExecutionTimeoutError
+
+    run(ip, "%%gpu\ncount = 0")
+    started = time.monotonic()
+    with pytest.raises(ExecutionTimeoutError):
+        run(ip, "%%gpu --timeout 2\nimport time\nwhile True:\n    count += 1\n    time.sleep(0.01)")
+    assert time.monotonic() - started < 15
+    assert ip.user_ns["count"] == 0
+    run(ip, "%%gpu\nafter = count")  # interrupted through the server: the remote loop stopped, its changes undone
+    assert ip.user_ns["after"] == 0
