@@ -174,25 +174,49 @@ class TeamKernel:
         return queue
 
     def detach(self, queue: asyncio.Queue) -> None:
+        """The websocket of ``queue`` is gone (called on its loop): what it had not sent yet is kept
+        for the next one, in order."""
         with self._lock:
             if self._sink is not None and self._sink[1] is queue:
                 self._sink = None
                 self.detached_since = time.monotonic()
+                while not queue.empty():
+                    item = queue.get_nowait()
+                    if item is not CLOSE:
+                        self._keep(item)
+
+    def _keep(self, item: bytes) -> None:
+        """Keep ``item`` for the next websocket (under the lock)."""
+        if self._lost_detached:
+            return
+        self._backlog.append(item)
+        self._backlog_bytes += len(item)
+        if self._backlog_bytes > _BACKLOG_BYTES:
+            self._lost_detached = True
+            self._backlog.clear()
+            self._backlog_bytes = 0
+
+    def _put(self, queue: asyncio.Queue, item) -> None:
+        """On the websocket's loop: hand ``item`` to its queue, unless that websocket has gone
+        meanwhile; then the order of what is kept cannot be vouched for, so the session counts as lost."""
+        with self._lock:
+            if self._sink is None or self._sink[1] is not queue:
+                if item is not CLOSE:
+                    self._lost_detached = True
+                    self._backlog.clear()
+                    self._backlog_bytes = 0
+                return
+        queue.put_nowait(item)
 
     def _deliver(self, item) -> None:
         with self._lock:
             if self._sink is None:
-                if item is not CLOSE and not self._lost_detached:
-                    self._backlog.append(item)
-                    self._backlog_bytes += len(item)
-                    if self._backlog_bytes > _BACKLOG_BYTES:
-                        self._lost_detached = True
-                        self._backlog.clear()
-                        self._backlog_bytes = 0
+                if item is not CLOSE:
+                    self._keep(item)
                 return
             loop, queue = self._sink
         try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+            loop.call_soon_threadsafe(self._put, queue, item)
         except RuntimeError:  # the websocket's loop is closed: the server is stopping
             pass
 
