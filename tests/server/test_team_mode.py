@@ -315,3 +315,11 @@ def test_a_cell_past_its_timeout_is_stopped_there_and_the_session_goes_on(team, 
     assert ip.user_ns["count"] == 0
     run(ip, "%%gpu\nafter = count")  # interrupted through the server: the remote loop stopped, its changes undone
     assert ip.user_ns["after"] == 0
+
+
+def test_team_mode_without_a_server_says_what_to_set(ip, monkeypatch):
+    monkeypatch.setenv("PODSTACK_BACKEND", "team")
+    config.reset()
+    with pytest.raises(ConfigurationError, match="PODSTACK_REGISTRY_URL, PODSTACK_API_KEY and PODSTACK_PROJECT_ID"):
+        run(ip, "%%gpu\nx = 1")
+    assert "x" not in ip.user_ns
