@@ -383,20 +383,21 @@ class TrackingClient:
                 runs.add(V.identifier("run_id", run_id))
             (value,) = clean_metrics({key: value}).values()
             clean.append((run_id, key, value, V.step("step", step), self._timestamp(stamp)))
-        if not clean:
+        return self._write_points(clean, runs, batch_id)
+
+    def _write_points(self, points: list, runs: set, batch_id) -> int:
+        """Store checked points of existing ``runs`` and tell listeners; how many (0: none, or a
+        batch stored before)."""
+        if not points:
             return 0
         for run_id in sorted(runs):
             self.require_run(run_id)
-        if not self._store_points(clean, batch_id):
-            return 0
-        publish_points(clean)
-        return len(clean)
-
-    def _store_points(self, points: list, batch_id) -> bool:
         if batch_id is None:
             self.store.log_metrics(points)
-            return True
-        return self.store.log_metrics(points, batch_id=V.identifier("batch_id", batch_id)) is not False
+        elif self.store.log_metrics(points, batch_id=V.identifier("batch_id", batch_id)) is False:
+            return 0
+        publish_points(points)
+        return len(points)
 
     def log_series(self, series, batch_id: str | None = None) -> int:
         """Write metric series ``(run_id, key, steps, values, timestamps)`` (equal-length sequences
@@ -425,14 +426,7 @@ class TrackingClient:
                 stamps = [self._timestamp(t) for t in stamps]
             runs.add(run_id)
             points.extend(zip(itertools.repeat(run_id), itertools.repeat(key), values, steps, stamps))
-        if not points:
-            return 0
-        for run_id in sorted(runs):
-            self.require_run(run_id)
-        if not self._store_points(points, batch_id):
-            return 0
-        publish_points(points)
-        return len(points)
+        return self._write_points(points, runs, batch_id)
 
     def get_metric_history(self, run_id: str, key: str) -> MetricHistory:
         """Every point of metric ``key`` of a run, ordered by step (``[]`` if it has none)."""
@@ -456,12 +450,6 @@ class TrackingClient:
                 raise InvalidArgumentError(f"experiment_id must be an id or a list of ids, got {experiment_ids!r}")
             experiment_ids = [V.identifier("experiment_id", e.id if isinstance(e, Experiment) else e)
                               for e in experiment_ids]
-            for experiment_id in experiment_ids:  # an unknown id would find nothing without a word
-                if self.store.get_experiment(experiment_id) is None:
-                    named = self.store.get_experiment_by_name(experiment_id)
-                    hint = (f"; {experiment_id!r} is the name of experiment {named['id']!r}: pass its id "
-                            f"(registry.get_experiment_by_name({experiment_id!r}).id)") if named else ""
-                    raise ExperimentNotFoundError(f"search_runs: no experiment with id {experiment_id!r}{hint}")
         if statuses is not None:
             statuses = [statuses] if isinstance(statuses, str) else statuses
             if not isinstance(statuses, (list, tuple)):
@@ -477,7 +465,17 @@ class TrackingClient:
         query = {"experiment_ids": experiment_ids, "statuses": list(statuses) if statuses else None,
                  "clauses": clauses, "order_by": parse_order_by(order_by),
                  "max_results": min(max_results, _MAX_RESULTS)}
-        return self.store.search_runs(query)
+        try:  # the store checks the experiment ids in the same request: one round trip to a server
+            return self.store.search_runs(query)
+        except ExperimentNotFoundError as exc:
+            for experiment_id in experiment_ids or ():  # a name where an id belongs is the usual slip
+                named = self.store.get_experiment_by_name(experiment_id)
+                if named and self.store.get_experiment(experiment_id) is None:
+                    raise ExperimentNotFoundError(
+                        f"search_runs: no experiment with id {experiment_id!r}; {experiment_id!r} is the name of "
+                        f"experiment {named['id']!r}: pass its id (registry.get_experiment_by_name("
+                        f"{experiment_id!r}).id)") from None
+            raise exc from None
 
     def compare_runs(self, run_ids, metric_keys=None) -> list[dict]:
         """For each run (in the order given): ``run_id``, ``name``, ``status``, ``experiment_id``,
