@@ -261,6 +261,50 @@ def test_a_call_waiting_for_an_answer_honours_interrupts_and_kernel_death(ip):
     assert time.monotonic() - started < 5
 
 
+@pytest.fixture
+def slow_handler():
+    """A notebook-side handler that takes a minute (a registry answering over a slow network)."""
+    release = threading.Event()
+    started = []
+
+    def answer(data, buffers):
+        started.append(time.monotonic())
+        release.wait(60)
+        return "late"
+
+    on_agent_event("test.slow", answer)
+    yield started
+    release.set()
+    on_agent_event("test.slow", None)
+
+
+CALLS_THE_SLOW_HANDLER = "import _podstack_agent\nx.append(1)\n_podstack_agent.install().call('test.slow', {})\n"
+
+
+def test_a_slow_notebook_handler_does_not_delay_timeouts_interrupts_or_death(ip, slow_handler):
+    run(ip, "x = []")
+    started = time.monotonic()
+    with pytest.raises(ExecutionTimeoutError):
+        run(ip, "%%gpu --timeout 2\n" + CALLS_THE_SLOW_HANDLER)
+    assert slow_handler and time.monotonic() - started < 8  # not the handler's minute
+    assert ip.user_ns["x"] == []  # the failed cell changed nothing, here or there
+    run(ip, "%%gpu\nn = len(x)")
+    assert ip.user_ns["n"] == 0
+
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    assert isinstance(fails(ip, "%%gpu\n" + CALLS_THE_SLOW_HANDLER), KeyboardInterrupt)
+    assert len(slow_handler) == 2 and time.monotonic() - started < 8
+    assert ip.user_ns["x"] == []
+
+    started = time.monotonic()
+    with pytest.raises(SessionDiedError):
+        run(ip, "%%gpu\nimport os, signal, threading\n"
+                "threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGKILL)).start()\n" + CALLS_THE_SLOW_HANDLER)
+    assert len(slow_handler) == 3 and time.monotonic() - started < 8
+
+
 def test_input_without_a_notebook_that_can_ask_raises_a_clear_error(ip):
     with pytest.raises(RemoteExecutionError) as info:
         run(ip, "%%gpu\nname = input('name? ')")
