@@ -51,7 +51,8 @@ class Agent:
         self.spaces = {}  # call site -> namespace of one @gpu function's calls
         self.outbox = {}  # request id -> results sent, until the notebook confirms them
         self.waiting = {}  # request id -> an exec whose large buffers the notebook is writing
-        self.pool = wire.BufferPool()  # memory the notebook writes large buffers into, reused
+        self.pool = wire.BufferPool(tracker=wire.write_tracker())  # where the notebook writes large buffers
+        self.codec.tracker = self.pool.tracker  # received arrays still unwritten after a cell are not hashed again
         self.context = {}  # the notebook's context for the running cell (e.g. its active tracked run)
         self.on_cell_end = []  # callables run before a cell's results are sent (e.g. flush metrics)
         self._tagged = None  # the execute_request (async cell) now running, if any
@@ -181,6 +182,8 @@ class Agent:
         if data.get("inline"):  # the notebook could not write into this process: the parts came along
             memories = {int(i): buffers[k] for i, k in data["inline"].items()}
         else:
+            for memory in memories.values():
+                self.pool.filled(memory)
             memories = {i: memoryview(m)[:parts[i]["n"]] for i, m in memories.items()}
         self._step(original, original_buffers, memories)
 

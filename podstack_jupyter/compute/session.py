@@ -248,7 +248,7 @@ class GPUSession:
         self.remote_python: tuple | None = None
         self.sync: SyncState | None = None  # what this session and the notebook agree they both hold
         self.relay = CommRelay(self)
-        self.pool = wire.BufferPool()  # memory large results are copied into, reused
+        self.pool = wire.BufferPool(tracker=wire.write_tracker())  # memory large results are copied into, reused
         self.cell_context: dict = {}  # what the notebook sent with the running (or last) cell: hooks.event_origin()
         self._comm_id = uuid.uuid4().hex
         self._lock = threading.RLock()
@@ -262,6 +262,7 @@ class GPUSession:
         """What this session and ``namespace`` agree they both hold (made on first use)."""
         if self.sync is None:
             self.sync = SyncState(namespace)
+            self.sync.codec.tracker = self.pool.tracker  # pulled arrays still unwritten are not hashed again
             # marshal carries plain builtins fast, but its format is only shared by the same Python
             self.sync.codec.marshal_ok = self.remote_python == tuple(sys.version_info[:2])
         return self.sync

@@ -487,6 +487,30 @@ def test_without_access_to_the_sessions_memory_values_go_through_the_socket(ip, 
     assert not only_session().kernel.same_host  # and it stops trying
 
 
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_large_buffers_that_skip_rehashing_still_come_back_changed(ip, kind):
+    """Received arrays still unwritten after a cell are not hashed again (wire.WriteTracker):
+    every later write, in a cell or from a thread after it, on either side, still travels."""
+    make = "np.zeros(4 << 20)" if kind == "numpy" else "torch.zeros(8 << 20)"
+    run(ip, f"import numpy as np, torch\nvalue = {make}")
+    value = ip.user_ns["value"]
+    run(ip, "%%gpu\nshape = tuple(value.shape)")  # sent, read, unchanged
+    run(ip, "%%gpu\nvalue[5] = 7")
+    assert value[5] == 7 and ip.user_ns["value"] is value
+    run(ip, "%%gpu\nimport threading, time\n"
+            "def later(a=value):\n    time.sleep(0.3)\n    a[100] = 9\n"
+            "threading.Thread(target=later).start()")
+    time.sleep(1.0)
+    run(ip, "%%gpu\nfirst = float(value[0])")
+    assert value[100] == 9  # written after its cell ended: seen by the next cell that reads it
+    run(ip, "%%gpu\nmade = np.ones(4 << 20)")  # made there, copied into tracked memory here
+    made = ip.user_ns["made"]
+    run(ip, "%%gpu\ntotal = float(made.sum())")
+    made[-1] = 5
+    run(ip, "%%gpu\ntotal = float(made.sum())")
+    assert ip.user_ns["total"] == (4 << 20) + 4  # changed here: sent again
+
+
 def test_dataframes_with_string_columns_change_both_ways(ip):
     run(ip, "import pandas as pd\nframe = pd.DataFrame({'s': pd.Series(['a', 'b', 'c'], dtype=object), "
             "'tags': pd.Series([['x'], [], ['y']], dtype=object), 'n': [1.0, 2.0, 3.0]})\nsame_frame = frame")
