@@ -142,6 +142,7 @@ class SyncState:
         self.reset_held = False
         self.inflight: dict[str, dict] = {}
         self.together: set[tuple[str, str]] = set()  # (holder, held): sent as one batch, one object there
+        self.call_shapes: dict[str, str | None] = {}  # @gpu site -> structure of the arguments the session holds
 
     def agree(self, name: str, value, fingerprint: str):
         self.synced[name] = fingerprint

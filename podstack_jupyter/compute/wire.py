@@ -57,7 +57,7 @@ except ImportError:  # pragma: no cover - a dependency of the package; the sessi
 
 __all__ = ["Codec", "ObjectTable", "Packet", "Landing", "MissingKeyError", "HASH_NAME", "INLINE_LIMIT",
            "MISSING", "is_atom", "vm_read", "vm_write", "allocate", "address_of", "merge_container",
-           "keep_merged_shared", "held_inside", "BufferPool"]
+           "keep_merged_shared", "held_inside", "containers", "BufferPool", "WriteTracker", "write_tracker"]
 
 HASH_NAME = "xxh3_128" if xxhash is not None else "blake2b"
 INLINE_LIMIT = 1 << 20  # buffers below this ride in the message even when both ends share a machine
@@ -926,6 +926,44 @@ def held_inside(holders: dict, namespace: dict, allowed=None, kept: dict | None 
         if names:
             found[holder] = names
     return found
+
+
+def containers(root, budget: int = _WALK_BUDGET) -> tuple[list, str | None]:
+    """The lists, dicts, sets and bytearrays inside ``root`` (through lists, dicts and tuples),
+    each once, in an order both ends find alike for the same structure, and a hash of that
+    structure with its sharing (None when it is larger than ``budget`` items). Used to tell which
+    containers of a @gpu call's arguments the function changed in place, at any depth."""
+    found, index, shape = [], {}, []
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        kind = type(obj)
+        items = obj.values() if kind is dict else obj
+        shape.append(kind.__name__[0])
+        children = []
+        for item in items:
+            budget -= 1
+            if budget < 0:
+                return found, None
+            kind = type(item)
+            if kind in (list, dict, set, bytearray):
+                seen = index.get(id(item))
+                if seen is None:
+                    seen = index[id(item)] = len(found)
+                    found.append(item)
+                    if kind in (list, dict):
+                        children.append(item)
+                shape.append(str(seen))
+            elif kind is tuple:
+                children.append(item)
+                shape.append("t")
+            else:
+                shape.append(".")
+        shape.append(";")
+        stack.extend(reversed(children))
+    digest = _new_hash(HASH_NAME)
+    digest.update(",".join(shape).encode())
+    return found, digest.hexdigest()
 
 
 def _walkable(value) -> bool:

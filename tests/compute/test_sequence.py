@@ -399,6 +399,42 @@ def test_arguments_changed_in_place_come_back_changed():
     assert items == [0] and arr.tolist() == [1.0, 1.0, 1.0] and table == {"seen": True} and box.count == 1
 
 
+def reshape_in_place(items, table):
+    items[0].append(5)
+    items.insert(0, [9])
+    table["k"]["n"] += 1
+    table["new"] = [1]
+
+
+def append_to_first(pair):
+    pair[0].append(1)
+
+
+def nothing(value):
+    return None
+
+
+def test_containers_nested_in_arguments_change_in_place_at_any_depth():
+    inner_a, inner_b, sub = [1], [2], {"n": 0}
+    items, table = [inner_a, inner_b], {"k": sub}
+    podstack.gpu()(reshape_in_place)(items, table)
+    assert items == [[9], [1, 5], [2]] and items[1] is inner_a and items[2] is inner_b  # the caller's lists
+    assert table == {"k": {"n": 1}, "new": [1]} and table["k"] is sub
+    again = podstack.gpu()(append_to_first)
+    again([[0], [0]])
+    shared = [0]
+    pair = [shared, shared]  # equal content, other sharing: the session must not reuse the last structure
+    again(pair)
+    assert pair == [[0, 1], [0, 1]] and pair[0] is shared and pair[1] is shared
+    again(pair)  # unchanged arguments are not sent again, and still land in the caller's objects
+    assert shared == [0, 1, 1] and pair[0] is shared
+
+
+def test_a_function_returning_the_same_value_twice_returns_it_twice():
+    remote = podstack.gpu()(nothing)
+    assert [remote([1]), remote([1]), remote([2])] == [None, None, None]
+
+
 def test_a_large_argument_is_not_sent_again_on_every_call():
     data = np.ones(200 * 1024 * 1024 // 8)
     remote_sum = podstack.gpu()(np.sum)
