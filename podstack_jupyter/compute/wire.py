@@ -27,6 +27,10 @@ exact content the receiver already holds under its key is not sent at all.
 memo-less pickle of it in which keyed buffers appear as their key and content
 hash: several times cheaper than the pickle that moves it, and computed by each
 end in its own process.
+A large buffer copied into this process's memory keeps the hash the sender
+gave it for as long as none of its pages is written (:class:`WriteTracker`:
+userfaultfd write protection read back through ``PAGEMAP_SCAN``), so an array
+a cell only reads is not read again to find that out.
 
 **Landing.** A batch is decoded completely before anything is committed;
 objects updated in place during decoding are restored if decoding fails; array
