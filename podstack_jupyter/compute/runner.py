@@ -71,6 +71,7 @@ class _Call:
     site: str
     values: dict  # fn, args, kwargs
     shape: str | None = None  # wire.containers' hash of (args, kwargs): their structure, sharing included
+    before: list = field(default_factory=list)  # wire.containers of (args, kwargs) as sent, before landing
 
 
 # -- the entry points ---------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
     if call is not None:
         # the session's arguments must have the caller's structure, sharing included, for changes made in
         # place at any depth to land in the caller's own containers: unchanged content in a new structure goes
-        call.shape = wire.containers((call.values["args"], call.values["kwargs"]))[1]
+        call.before, call.shape = wire.containers((call.values["args"], call.values["kwargs"]))
         reshaped = call.shape is None or state.call_shapes.get(call.site) != call.shape
         for key, value in call.values.items():
             qualified = f"@{call.site}:{key}"
@@ -398,7 +399,7 @@ def _merge_arguments(call: _Call, values: dict, origins) -> None:
         if new_kwargs is not None:
             pairs += ((new_kwargs[k], kwargs[k]) for k in kwargs if k in new_kwargs)
     else:
-        before = wire.containers((args, kwargs))[0]
+        before = call.before  # walked before the results landed: keyed instances among them changed since
         after = wire.containers((args if new_args is None else new_args, kwargs if new_kwargs is None else new_kwargs))[0]
         pairs = [(after[j], before[i]) for j, i in origins if j < len(after) and i < len(before)]
         del before, after
@@ -406,8 +407,8 @@ def _merge_arguments(call: _Call, values: dict, origins) -> None:
     if origins is not None and len(merged) < sum(1 for new, old in pairs if new is not old):
         call.shape = None  # some could not be merged: the structures differ, send them whole next time
     del pairs
-    holders = {k: v for k, v in values.items() if k in (prefix + "args", prefix + "kwargs")}
-    wire.keep_merged_shared(merged, holders)  # what the merged containers hold is the caller's too
+    # what the merged containers hold is the caller's too (the caller's kwargs dict took the new one's items)
+    wire.keep_merged_shared(merged, {"args": args if new_args is None else new_args, "kwargs": kwargs})
 
 
 class _LeftRemote(Exception):

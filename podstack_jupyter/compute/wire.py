@@ -861,6 +861,8 @@ def keep_merged_shared(pairs: list, values: dict) -> None:
             if old is not None:
                 obj[where] = old
                 replaced[0] += 1
+                if _walkable(old):  # it took the new one's contents, which may be new objects too
+                    stack.append(old)
             elif type(item) is tuple:
                 obj[where] = _retuple(item, merged, replaced)
                 stack.append(obj[where])
@@ -933,16 +935,17 @@ def held_inside(holders: dict, namespace: dict, allowed=None, kept: dict | None 
 
 
 def containers(root, budget: int = _WALK_BUDGET) -> tuple[list, str | None]:
-    """The lists, dicts, sets and bytearrays inside ``root`` (through lists, dicts and tuples),
-    each once, in an order both ends find alike for the same structure, and a hash of that
-    structure with its sharing (None when it is larger than ``budget`` items). Used to tell which
-    containers of a @gpu call's arguments the function changed in place, at any depth."""
-    found, index, shape = [], {}, []
+    """The lists, dicts, sets and bytearrays inside ``root`` (through lists, dicts, tuples and the
+    attributes of instances), each once, in an order both ends find alike for the same structure,
+    and a hash of that structure with its sharing (None when it is larger than ``budget`` items).
+    Used to tell which containers of a @gpu call's arguments the function changed in place, at
+    any depth (instances themselves land in place by key)."""
+    found, index, shape, instances = [], {}, [], set()
     stack = [root]
     while stack:
         obj = stack.pop()
         kind = type(obj)
-        items = obj.values() if kind is dict else obj
+        items = obj.values() if kind is dict else obj if kind in (list, tuple) else _attributes(obj).values()
         shape.append(kind.__name__[0])
         children = []
         for item in items:
@@ -961,6 +964,11 @@ def containers(root, budget: int = _WALK_BUDGET) -> tuple[list, str | None]:
             elif kind is tuple:
                 children.append(item)
                 shape.append("t")
+            elif kind not in _ATOMS and _walkable(item):
+                if id(item) not in instances:
+                    instances.add(id(item))
+                    children.append(item)
+                shape.append("o")
             else:
                 shape.append(".")
         shape.append(";")

@@ -399,11 +399,13 @@ def test_arguments_changed_in_place_come_back_changed():
     assert items == [0] and arr.tolist() == [1.0, 1.0, 1.0] and table == {"seen": True} and box.count == 1
 
 
-def reshape_in_place(items, table):
+def reshape_in_place(items, table, box):
     items[0].append(5)
     items.insert(0, [9])
     table["k"]["n"] += 1
     table["new"] = [1]
+    table["tags"].add("seen")
+    box.rows[0].append(2)
 
 
 def append_to_first(pair):
@@ -415,11 +417,13 @@ def nothing(value):
 
 
 def test_containers_nested_in_arguments_change_in_place_at_any_depth():
-    inner_a, inner_b, sub = [1], [2], {"n": 0}
-    items, table = [inner_a, inner_b], {"k": sub}
-    podstack.gpu()(reshape_in_place)(items, table)
+    inner_a, inner_b, sub, tags, row = [1], [2], {"n": 0}, set(), [1]
+    items, table, box = [inner_a, inner_b], {"k": sub, "tags": tags}, Box()
+    box.rows = [row]
+    podstack.gpu()(reshape_in_place)(items, table, box=box)
     assert items == [[9], [1, 5], [2]] and items[1] is inner_a and items[2] is inner_b  # the caller's lists
-    assert table == {"k": {"n": 1}, "new": [1]} and table["k"] is sub
+    assert table == {"k": {"n": 1}, "tags": {"seen"}, "new": [1]} and table["k"] is sub and table["tags"] is tags
+    assert box.rows == [[1, 2]] and box.rows[0] is row  # inside an instance's attribute too
     again = podstack.gpu()(append_to_first)
     again([[0], [0]])
     shared = [0]
