@@ -1134,10 +1134,9 @@ class WriteTracker:
         libc.syscall.restype = ctypes.c_long
         libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
         self._libc = libc
-        for flags in (os.O_CLOEXEC | os.O_NONBLOCK, os.O_CLOEXEC | os.O_NONBLOCK | 1):  # 1: user-mode only
-            self._uffd = libc.syscall(number, flags)
-            if self._uffd >= 0:
-                break
+        # not the user-mode-only kind an unprivileged process may get: a write by a syscall (read() into
+        # the buffer) must be let through and counted too, never refused
+        self._uffd = libc.syscall(number, os.O_CLOEXEC | os.O_NONBLOCK)
         if self._uffd < 0:
             raise OSError(ctypes.get_errno(), "userfaultfd")
         api = _UffdApi(0xAA, _UFFD_FEATURES, 0)
