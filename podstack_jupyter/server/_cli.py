@@ -3,7 +3,7 @@
 ::
 
     podstack server [--host 127.0.0.1] [--port 8080] [--db URL] [--artifacts URL] [--rate-limit N] [--burst N]
-                    [--url-expires SECONDS]
+                    [--url-expires SECONDS] [--backend NAME] [--max-executions N]
     podstack admin project create NAME              # the new project's id, alone on the last line
     podstack admin project list
     podstack admin key create --project NAME_OR_ID [--user NAME]   # the new key, alone on the last line
@@ -55,6 +55,10 @@ def serve(config, log_level: str = "info") -> None:
 def _server(args) -> int:
     config = _config(args)
     config.rate, config.burst = args.rate_limit, args.burst
+    config.backend, config.max_executions = args.backend, args.max_executions
+    if args.max_executions < 1:
+        print(f"--max-executions must be at least 1, got {args.max_executions}", file=sys.stderr)
+        return 2
     if args.url_expires is not None:
         if not 1 <= args.url_expires <= 7 * 24 * 3600:
             print(f"--url-expires must be 1 to 604800 seconds, got {args.url_expires}", file=sys.stderr)
@@ -176,6 +180,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--burst", type=float, default=1000.0, metavar="N", help="burst allowed per key (default 1000)")
     parser.add_argument("--url-expires", type=int, default=None, metavar="SECONDS",
                         help="how long a signed artifact URL lives (default: 900 to upload, 300 to download)")
+    parser.add_argument("--backend", metavar="NAME", default=None,
+                        help="compute backend that runs submitted code (run_on_gpu, @podstack.gpu): local, ray, "
+                             "jupyter, ... (default: PODSTACK_BACKEND, else local)")
+    parser.add_argument("--max-executions", type=int, default=4, metavar="N",
+                        help="executions that run at once; the others wait, queued (default 4)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(func=_server)
 

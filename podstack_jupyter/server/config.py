@@ -29,6 +29,8 @@ class ServerConfig:
     burst: float | None = 1000.0
     upload_expires: int = 900
     download_expires: int = 300
+    backend: str | None = None
+    max_executions: int = 4
     graceful_timeout: float = 30.0
     sweep_interval: float = 600.0
 

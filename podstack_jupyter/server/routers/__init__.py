@@ -42,6 +42,7 @@ API_ROUTERS = [
     "podstack_jupyter.server.routers.artifacts",
     "podstack_jupyter.server.routers.models",
     "podstack_jupyter.server.routers.artifact_tags",
+    "podstack_jupyter.server.routers.executions",
 ]
 
 PUBLIC_ROUTERS = [
