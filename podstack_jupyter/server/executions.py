@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import dataclasses
 import logging
 import re
@@ -50,7 +51,6 @@ STATUSES = ("pending", "queued", "provisioning", "running", "completed", "failed
 TERMINAL = frozenset({"completed", "failed", "timeout", "cancelled"})
 OUTPUT_TYPES = ("stdout", "stderr", "output")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_CANCEL_GRACE = 5.0  # seconds an interrupted execution has to stop before its kernel is shut down
 _GPU_RETRY = 1.0  # seconds between tries of an execution waiting for busy GPUs (sooner when one ends)
 
 
@@ -178,6 +178,7 @@ class Execution:
     cancel_reason: str | None = None  # set once a cancel was asked for
     queue_position: int | None = None
     thread: threading.Thread | None = None
+    in_code: bool = False  # its code runs: a cancel interrupts it
 
     @property
     def terminal(self) -> bool:
@@ -280,12 +281,16 @@ class ExecutionManager:
         self.validate(spec)
         execution = Execution(uuid.uuid4().hex, project_id, code, spec, dict(options or {}),
                               EventLog(self.output_limit))
+        never = self._never_fits(spec)
         with self._lock:
             self._sweep()
             self._executions[execution.id] = execution
             self._status(execution, "pending")
-            self._waiting.append(execution)
-            self._dispatch()
+            if never:  # no waiting for GPUs that do not exist
+                self._finish(execution, "failed", never)
+            else:
+                self._waiting.append(execution)
+                self._dispatch()
         return execution
 
     def get(self, project_id: str, execution_id: str) -> Execution:
@@ -305,8 +310,9 @@ class ExecutionManager:
         return sorted(found, key=lambda e: e.created_at, reverse=True)
 
     def cancel(self, execution: Execution, reason: str = "cancelled on request") -> None:
-        """Stop ``execution``: taken out of the queue, or its code interrupted (its kernel shut down
-        if it does not stop within a few seconds). Nothing happens to one that has ended."""
+        """Stop ``execution``: taken out of the queue, ended at once while its session starts (no code
+        of it ran), or its code interrupted (its kernel shut down if it does not stop at once).
+        Nothing happens to one that has ended, or is being cancelled already."""
         with self._lock:
             if execution.terminal or execution.cancel_reason is not None:
                 return
@@ -316,21 +322,14 @@ class ExecutionManager:
                 self._finish(execution, "cancelled", reason)
                 self._dispatch()
                 return
-            session, running = execution.session, execution.status == "running"
-            if not running:  # still starting its session: no code of it has run; it ends now
+            if not execution.in_code:  # still starting its session: no code of it has run; it ends now
                 self._finish(execution, "cancelled", reason)
                 return
-        try:
-            session.interrupt()
-        except Exception:  # noqa: BLE001 - a kernel already gone: the worker ends it
-            pass
-        threading.Timer(_CANCEL_GRACE, self._force_stop, args=(execution,)).start()
-
-    def _force_stop(self, execution: Execution) -> None:
-        if not execution.terminal and execution.session is not None:
-            log.warning("podstack server: execution %s did not stop when interrupted; shutting its kernel down",
-                        execution.id)
-            execution.session.stop(reason=execution.cancel_reason or "cancelled")
+            # Ctrl-C in the thread that waits for the code, as in a notebook: the session layer interrupts
+            # the kernel, and the worker shuts it down (from its own thread: a connection is one thread's)
+            # if the code does not stop
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(execution.thread.ident),
+                                                       ctypes.py_object(KeyboardInterrupt))
 
     def close(self) -> None:
         """Server shutdown: cancel everything queued or running, stop every session, wait for the workers."""
@@ -339,8 +338,6 @@ class ExecutionManager:
             live = [e for e in self._executions.values() if not e.terminal]
         for execution in live:
             self.cancel(execution, "the podstack server shut down while it ran")
-            if execution.session is not None:
-                execution.session.stop(reason="the podstack server shut down")
         for execution in live:
             if execution.thread is not None:
                 execution.thread.join(10)
@@ -389,7 +386,8 @@ class ExecutionManager:
             if session is not None:
                 self._run(execution, session)
         except BaseException as exc:  # noqa: BLE001 - whatever happens, the execution ends with a reason
-            log.exception("podstack server: execution %s failed", execution.id)
+            if not execution.cancel_reason:
+                log.exception("podstack server: execution %s failed", execution.id)
             with self._lock:
                 self._finish(execution, "cancelled" if execution.cancel_reason else "failed",
                              execution.cancel_reason or f"{type(exc).__name__}: {exc}")
@@ -428,7 +426,7 @@ class ExecutionManager:
                 session.open(self._progress(execution))
             except GPUNotAvailableError as exc:
                 execution.session = None
-                if not self._could_fit(spec):
+                if self._never_fits(spec):
                     with self._lock:
                         self._finish(execution, "failed", f"GPUs not available: {exc.message}")
                     return None
@@ -458,21 +456,37 @@ class ExecutionManager:
                 self._status(execution, "running")
             return session
 
-    def _could_fit(self, spec: GPUSpec) -> bool:
-        """Whether the backend has enough GPUs of the type for ``spec`` at all (busy or not)."""
+    def _never_fits(self, spec: GPUSpec) -> str | None:
+        """Why the backend can never place ``spec`` (it has too few GPUs of its type, busy or not), or None."""
+        if spec.type is None:
+            return None
         try:
             devices = self.backend.inventory()
-        except Exception:  # noqa: BLE001 - cannot tell: do not wait forever
-            return False
-        matching = [d for d in devices if spec.type is None or d.get("type") == spec.type]
-        return len(matching) >= spec.count
+        except Exception:  # noqa: BLE001 - cannot tell now: the placement itself will say
+            return None
+        matching = [d for d in devices if d.get("type") == spec.type]
+        if len(matching) >= spec.count:
+            return None
+        have = sorted({d.get("type") or d.get("name") for d in devices})
+        there = f"{len(matching)} {spec.type} GPU(s)" if matching else f"no {spec.type} GPU"
+        return (f"GPUs not available: the server's {self.backend_name} backend has {there} "
+                f"({', '.join(have) or 'no GPUs, CPU only'}); {spec.count} x {spec.type} were asked for. "
+                f"Ask for what it has (gpu=, count=), or run the server on a backend with more.")
 
     def _run(self, execution: Execution, session: GPUSession) -> None:
         if execution.terminal:
             return
         sink = _EventSink(execution)
         try:
-            landed = run_code(session, execution.code, timeout=execution.spec.timeout, sink=sink)
+            with self._lock:
+                if execution.terminal:
+                    return
+                execution.in_code = True
+            try:
+                landed = run_code(session, execution.code, timeout=execution.spec.timeout, sink=sink)
+            finally:
+                with self._lock:
+                    execution.in_code = False
         except RemoteExecutionError as exc:
             text = _ANSI.sub("", "\n".join(exc.traceback)) if exc.traceback else exc.message
             status, error = "failed", text or exc.message
