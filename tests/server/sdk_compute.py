@@ -116,6 +116,11 @@ elif mode == "cancel":
     # both L40S are free again: a run that needs both of them goes through
     seen["after"] = facts(podstack.run_on_gpu("print('after')", gpu="L40S", count=2, stream=False))
 
+elif mode == "pip":
+    wheel = os.path.join(work, "tinypod-0.1-py3-none-any.whl")
+    seen["result"] = facts(podstack.run_on_gpu("import tinypod, sys\nprint('tinypod', tinypod.VALUE)\n"
+                                               "print(sys.prefix)", gpu="T4", pip=[wheel], stream=False))
+
 else:
     raise SystemExit(f"unknown mode {mode!r}")
 

@@ -147,6 +147,40 @@ def test_a_failing_cell_is_failed_with_its_traceback(sdk_python, compute_server,
     assert h100["status"] == "failed" and "no H100 GPU" in h100["error"] and "L40S, T4" in h100["error"]
 
 
+@pytest.mark.slow
+def test_pip_packages_of_the_sdk_go_into_a_cached_environment_of_the_session(sdk_python, compute_server, project,
+                                                                              tmp_path):
+    """``run_on_gpu(code, pip=[...])``: the server builds the session's environment with the package
+    (the SDK's own install preamble then finds it there), and the server's environment stays without it."""
+    _tiny_wheel(tmp_path)
+    got = sdk(sdk_python, compute_server, project, "pip", tmp_path)["result"]
+    assert got["status"] == "completed", got
+    assert "tinypod 42" in got["output"].splitlines()
+    assert f"{os.sep}envs{os.sep}" in got["output"].splitlines()[-1]  # the kernel ran in the built environment
+    with pytest.raises(ImportError):
+        import tinypod  # noqa: F401
+
+
+def _tiny_wheel(folder) -> str:
+    """A one-module wheel, ``tinypod`` (``VALUE = 42``), installable without an index."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {"tinypod.py": b"VALUE = 42\n",
+             "tinypod-0.1.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinypod\nVersion: 0.1\n",
+             "tinypod-0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                            b"Tag: py3-none-any\n"}
+    record = [f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+              f"{len(data)}" for name, data in files.items()]
+    path = os.path.join(folder, "tinypod-0.1-py3-none-any.whl")
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name, data in files.items():
+            wheel.writestr(name, data)
+        wheel.writestr("tinypod-0.1.dist-info/RECORD", "\n".join([*record, "tinypod-0.1.dist-info/RECORD,,"]) + "\n")
+    return path
+
+
 # -- over HTTP ------------------------------------------------------------------------------------------------
 
 def test_the_stream_is_server_sent_events_as_they_happen(compute_server, project, tmp_path):
@@ -280,6 +314,17 @@ def test_executions_belong_to_their_project(compute_server, project):
     with api(compute_server, key) as client:
         listed = client.get("/executions").json()["executions"]
         assert [e["execution_id"] for e in listed] == [execution_id]
+
+
+def test_code_cannot_reach_the_servers_own_tracking_through_its_session(compute_server, project):
+    """podstack's registry inside an execution's kernel would relay to "the notebook", which here is the
+    server's process: refused, so no key reads or writes the server's own (default project's) records."""
+    project_id, key = project
+    with api(compute_server, key) as client:
+        got = result(client, submit(client, project_id, "from podstack_jupyter.tracking import registry\n"
+                                                        "registry.set_experiment('sneaky')\n"))
+    assert got["status"] == "failed"
+    assert "goes through the server's API" in got["error"]
 
 
 def test_the_legacy_client_submits_with_query_parameters(compute_server, project):
