@@ -335,6 +335,45 @@ def test_the_legacy_client_submits_with_query_parameters(compute_server, project
         assert result(client, answer.json()["execution_id"])["output"] == "42\n"
 
 
+def test_beyond_max_executions_they_wait_in_line_and_a_queued_one_can_be_cancelled(tmp_path):
+    server = LiveServer(f"sqlite:///{tmp_path / 'server.db'}", str(tmp_path / "artifacts"), tmp_path / "home",
+                        extra_args=("--rate-limit", "0", "--max-executions", "1"))
+    server.start()
+    release = tmp_path / "release"
+    try:
+        project_id, key = server.new_project()
+        with api(server, key) as client:
+            first = submit(client, project_id, f"import os, time\nprint('first', flush=True)\n"
+                                               f"while not os.path.exists({str(release)!r}):\n    time.sleep(0.05)\n")
+            second = submit(client, project_id, "print('second')")
+            third = submit(client, project_id, "print('third')")
+            wait_for_output(client, first, "first")
+            waiting = [client.get(f"/executions/{e}/status").json() for e in (second, third)]
+            assert [(w["status"], w["queue_position"]) for w in waiting] == [("queued", 1), ("queued", 2)]
+            cancelled = client.post(f"/executions/{second}/cancel").json()
+            assert cancelled["status"] == "cancelled" and cancelled["queue_position"] is None
+            assert client.get(f"/executions/{third}/status").json()["queue_position"] == 1
+            release.touch()
+            assert result(client, third)["output"] == "third\n"
+            assert result(client, second)["output"] == "" and result(client, first)["status"] == "completed"
+    finally:
+        server.stop()
+        server.close_accounts()
+
+
+@pytest.mark.slow
+def test_a_silent_stream_gets_heartbeats(compute_server, project, tmp_path):
+    """While the code prints nothing for longer than the heartbeat interval, the stream says it is alive."""
+    project_id, key = project
+    with api(compute_server, key) as client:
+        execution_id = submit(client, project_id, "import time\ntime.sleep(17)\nprint('awake')")
+        with httpx.stream("GET", f"{compute_server.url}/api/v1/executions/{execution_id}/stream",
+                          params={"token": key}, timeout=120) as response:
+            lines = [line for line in response.iter_lines() if line]
+    heartbeat = lines.index(": heartbeat")
+    assert heartbeat < next(i for i, line in enumerate(lines) if "awake" in line)
+
+
 def test_server_shutdown_stops_running_sessions(tmp_path):
     """SIGTERM to the server: the running execution's kernel is stopped, and the server exits cleanly."""
     server = LiveServer(f"sqlite:///{tmp_path / 'server.db'}", str(tmp_path / "artifacts"), tmp_path / "home",
