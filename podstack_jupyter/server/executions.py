@@ -19,7 +19,8 @@ starts; its environment is built if it asks for packages) → ``running`` → on
 Each execution keeps an ordered log of events (:class:`EventLog`): status changes and output
 (``stdout``, ``stderr``, ``output`` for displayed values), which the server-sent-event stream
 relays as they happen and ``result`` joins. Executions live in the server's memory: a restart
-forgets them (their ids then answer 404), and finished ones are forgotten after ``keep`` seconds.
+forgets them (their ids then answer 404), and finished ones are forgotten after ``keep`` seconds
+(or beyond the newest 10,000).
 
 Code submitted here runs with the server's own rights on the local backend (it is a process of
 the server's user, as a notebook's kernel is the user's): give keys only to people who may run
@@ -51,6 +52,7 @@ STATUSES = ("pending", "queued", "provisioning", "running", "completed", "failed
 TERMINAL = frozenset({"completed", "failed", "timeout", "cancelled"})
 OUTPUT_TYPES = ("stdout", "stderr", "output")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_KEPT_AT_MOST = 10_000  # ended executions kept (with their output) at most
 _GPU_RETRY = 1.0  # seconds between tries of an execution waiting for busy GPUs (sooner when one ends)
 
 
@@ -373,10 +375,14 @@ class ExecutionManager:
                 self._status(execution, "queued")
 
     def _sweep(self) -> None:
+        """Forget executions that ended more than ``keep`` seconds ago, and the oldest ended ones
+        beyond ``_KEPT_AT_MOST`` (their output is held in memory)."""
         horizon = time.time() - self.keep
-        for key, execution in list(self._executions.items()):
-            if execution.terminal and execution.ended_at is not None and execution.ended_at < horizon:
-                del self._executions[key]
+        ended = sorted((e for e in self._executions.values() if e.terminal), key=lambda e: e.ended_at or 0)
+        surplus = len(ended) - _KEPT_AT_MOST
+        for index, execution in enumerate(ended):
+            if index < surplus or (execution.ended_at or 0) < horizon:
+                del self._executions[execution.id]
 
     # -- one execution -----------------------------------------------------------------------------------
     def _work(self, execution: Execution) -> None:
@@ -433,8 +439,8 @@ class ExecutionManager:
                 with self._lock:  # busy now, but they exist: wait for an execution to give them back
                     if execution.terminal:
                         return None
-                    if execution.status != "queued":
-                        execution.queue_position = 0
+                    if execution.status != "queued":  # in line behind those already waiting for GPUs
+                        execution.queue_position = sum(1 for e in self._running if e.status == "queued") + 1
                         self._status(execution, "queued")
                     self._lock.wait(_GPU_RETRY)
                 continue
