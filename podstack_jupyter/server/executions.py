@@ -10,7 +10,7 @@ backend (the local one: its ``PODSTACK_LOCAL_GPUS`` or NVML devices, pinned thro
 ``CUDA_VISIBLE_DEVICES``).
 
 Statuses, as the SDK reads them: ``pending`` (accepted) → ``queued`` (waiting for a free slot,
-``--max-executions``, or for GPUs that are busy now but exist) → ``provisioning`` (the session
+``--max-executions``, or for GPUs that are busy now but exist, without holding a slot) → ``provisioning`` (the session
 starts; its environment is built if it asks for packages) → ``running`` → one of ``completed``,
 ``failed`` (the code raised: ``error`` holds its traceback; or the session could not be had:
 ``error`` says why), ``timeout`` (it ran past the line's ``timeout=``; interrupted) and
@@ -266,6 +266,7 @@ class ExecutionManager:
         self._executions: dict[str, Execution] = {}
         self._waiting: collections.deque[Execution] = collections.deque()
         self._running: set[Execution] = set()
+        self._gpu_waiters: list[Execution] = []  # waiting for GPUs that exist but are busy (no slot held)
         self._lock = threading.Condition()  # notified when an execution ends (GPUs may be free)
         self._closed = False
         self._relay_ops = ("tracking.relay", "models.relay")
@@ -406,8 +407,16 @@ class ExecutionManager:
                                 exc_info=True)
             with self._lock:
                 self._running.discard(execution)
+                self._leave_gpu_line(execution)
                 self._dispatch()
                 self._lock.notify_all()
+
+    def _leave_gpu_line(self, execution: Execution) -> None:
+        """Under the lock: ``execution`` waits for GPUs no more; those behind it move up."""
+        if execution in self._gpu_waiters:
+            self._gpu_waiters.remove(execution)
+            for position, waiter in enumerate(self._gpu_waiters, 1):
+                waiter.queue_position = position
 
     def _progress(self, execution: Execution):
         def say(text: str) -> None:
@@ -424,7 +433,7 @@ class ExecutionManager:
             with self._lock:
                 if execution.terminal:
                     return None
-                if execution.status != "provisioning":
+                if execution.status != "provisioning" and execution not in self._gpu_waiters:
                     self._status(execution, "provisioning")
             session = GPUSession(spec, self.backend)
             execution.session = session
@@ -436,13 +445,19 @@ class ExecutionManager:
                     with self._lock:
                         self._finish(execution, "failed", f"GPUs not available: {exc.message}")
                     return None
-                with self._lock:  # busy now, but they exist: wait for an execution to give them back
+                with self._lock:  # busy now, but they exist: wait for an execution to give them back,
+                    if execution.terminal:  # leaving its slot to those that need no busy GPUs
+                        return None
+                    self._running.discard(execution)
+                    if execution not in self._gpu_waiters:
+                        self._gpu_waiters.append(execution)
+                        execution.queue_position = len(self._gpu_waiters)
+                        self._status(execution, "queued")
+                    self._dispatch()
+                    self._lock.wait(_GPU_RETRY)
                     if execution.terminal:
                         return None
-                    if execution.status != "queued":  # in line behind those already waiting for GPUs
-                        execution.queue_position = sum(1 for e in self._running if e.status == "queued") + 1
-                        self._status(execution, "queued")
-                    self._lock.wait(_GPU_RETRY)
+                    self._running.add(execution)  # trying again; one holding GPUs may exceed --max-executions
                 continue
             except Exception as exc:  # noqa: BLE001 - the session could not start: say why
                 execution.session = None
@@ -452,8 +467,10 @@ class ExecutionManager:
                                                             f"{getattr(exc, 'message', None) or exc}")
                 return None
             with self._lock:
+                self._leave_gpu_line(execution)
                 if execution.terminal:  # cancelled while it started
                     return session
+                execution.queue_position = None
                 allocation = session.allocation
                 execution.gpu_devices = list(allocation.gpus) if allocation is not None else []
                 execution.gpu_type = (allocation.gpu_type if allocation is not None and allocation.gpus else "cpu")

@@ -225,7 +225,8 @@ def test_a_timeout_interrupts_the_code_and_says_so(compute_server, project):
 
 def test_placement_honours_count_fraction_and_waits_for_busy_gpus(compute_server, project, tmp_path):
     """Two executions at fraction=50 share the T4; an L40S execution asking for both L40S waits
-    (queued) while another holds one, then runs; asking for more than the server has fails at once."""
+    (queued, without holding an execution slot) while another holds one, then runs; asking for more
+    than the server has fails at once."""
     project_id, key = project
     release = tmp_path / "release"
     hold = (f"import os, time\nprint(os.environ['CUDA_VISIBLE_DEVICES'], os.environ['PODSTACK_GPU_FRACTION'], "
@@ -242,6 +243,10 @@ def test_placement_honours_count_fraction_and_waits_for_busy_gpus(compute_server
             assert time.monotonic() < deadline, client.get(f"/executions/{both}/status").json()
             time.sleep(0.05)
         too_many = result(client, submit(client, project_id, "#@podstack gpu=L40S count=3\nprint(1)"))
+        # waiting for GPUs holds none of the 4 execution slots: a fourth execution runs meanwhile
+        fourth = result(client, submit(client, project_id, "print('not blocked')"))
+        assert fourth["output"] == "not blocked\n"
+        assert client.get(f"/executions/{both}/status").json()["status"] == "queued"
         release.touch()
         outputs = [result(client, e) for e in [*halves, one, both]]
     assert [o["output"] for o in outputs[:2]] == ["2 50\n", "2 50\n"]
