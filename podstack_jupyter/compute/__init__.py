@@ -1,7 +1,8 @@
 """The compute plane: GPU sessions that run notebook cells and functions remotely.
 
 Public face: :class:`gpu` (decorator / context manager), :func:`run_on_gpu`,
-:class:`GPUSpec`, and ``sessions`` (the notebook's live sessions). Other planes
+:class:`GPUSpec`, and ``sessions`` (the notebook's live sessions); for a caller that holds its
+own :class:`GPUSession` (the team server), :func:`run_code` with an :class:`OutputSink`. Other planes
 plug in through :mod:`.hooks`. Imported lazily: ``import podstack_jupyter.compute.hooks``
 does not start ZMQ or load cloudpickle.
 """
@@ -10,8 +11,8 @@ import importlib
 
 _PUBLIC = {
     "gpu": "api", "run_on_gpu": "api", "GPURunResult": "api", "current_spec": "api",
-    "run_cell": "runner", "RemoteResult": "runner",
-    "GPUSession": "session", "SessionManager": "session", "sessions": "session",
+    "run_cell": "runner", "run_code": "runner", "RemoteResult": "runner",
+    "GPUSession": "session", "OutputSink": "session", "SessionManager": "session", "sessions": "session",
     "GPUSpec": "spec", "GPU_TYPES": "spec", "ENV_PRESETS": "spec",
 }
 __all__ = list(_PUBLIC)

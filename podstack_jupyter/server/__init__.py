@@ -11,7 +11,8 @@ Then, in every notebook::
     podstack.init(registry_url="http://server:8080", api_key="pjt_...", project_id="<project id>")
 
 and ``podstack.registry`` works against the server exactly as embedded. The official Podstack
-SDK works against it unmodified (it is its REST API: ``reference/podstack-sdk-rest.md``).
+SDK works against it unmodified (it is its REST API: ``reference/podstack-sdk-rest.md``), its
+compute calls too (``PODSTACK_NOTEBOOK_SERVICE_URL=http://server:8080``).
 
 Structure:
 
@@ -23,7 +24,10 @@ Structure:
 ``deps``      ``project``: the dependency that checks the key, the rate limit and the project
 ``accounts``  projects, users, memberships, API keys (keyed hashes), the server secret
 ``wire``      request bodies and the JSON of each entity (the SDK's fields, plus exact ones)
-``routers/``  experiments, runs, metrics, datasets, artifacts, models, health, files (signed URLs), kernels
+``routers/``  experiments, runs, metrics, datasets, artifacts, models, executions, kernels, health, files
+              (signed URLs)
+``executions`` code run on the server's compute backend for the official SDK's ``run_on_gpu`` /
+              ``@podstack.gpu`` (one fresh GPU session per execution); ``annotation`` reads its ``#@podstack`` line
 ``kernels``   team mode: GPU sessions on the server's compute backend (``--backend``), relayed to notebooks
               over Jupyter's v1 kernel websocket protocol
 ``_cli``      ``podstack server`` and ``podstack admin``

@@ -3,7 +3,7 @@
 ::
 
     podstack server [--host 127.0.0.1] [--port 8080] [--db URL] [--artifacts URL] [--rate-limit N] [--burst N]
-                    [--url-expires SECONDS] [--backend NAME] [--kernel-grace SECONDS]
+                    [--url-expires SECONDS] [--backend NAME] [--kernel-grace SECONDS] [--max-executions N]
     podstack admin project create NAME              # the new project's id, alone on the last line
     podstack admin project list
     podstack admin key create --project NAME_OR_ID [--user NAME]   # the new key, alone on the last line
@@ -55,9 +55,12 @@ def serve(config, log_level: str = "info") -> None:
 def _server(args) -> int:
     config = _config(args)
     config.rate, config.burst = args.rate_limit, args.burst
-    config.backend, config.kernel_grace = args.backend, args.kernel_grace
+    config.backend, config.kernel_grace, config.max_executions = args.backend, args.kernel_grace, args.max_executions
     if args.kernel_grace <= 0:
         print(f"--kernel-grace must be above 0 seconds, got {args.kernel_grace:g}", file=sys.stderr)
+        return 2
+    if args.max_executions < 1:
+        print(f"--max-executions must be at least 1, got {args.max_executions}", file=sys.stderr)
         return 2
     if args.backend is not None:
         from ..compute.backends import available_backends
@@ -188,10 +191,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--url-expires", type=int, default=None, metavar="SECONDS",
                         help="how long a signed artifact URL lives (default: 900 to upload, 300 to download)")
     parser.add_argument("--backend", default=None, metavar="NAME",
-                        help="compute backend GPU sessions of team mode are placed on: local, ray, jupyter "
-                             "(default: PODSTACK_BACKEND of the server, else local)")
+                        help="compute backend of team-mode sessions and of submitted code (run_on_gpu, "
+                             "@podstack.gpu): local, ray, jupyter (default: PODSTACK_BACKEND of the server, else local)")
     parser.add_argument("--kernel-grace", type=float, default=60.0, metavar="SECONDS",
                         help="how long a team session lives on after its notebook's connection is gone (default 60)")
+    parser.add_argument("--max-executions", type=int, default=4, metavar="N",
+                        help="executions that run at once; the others wait, queued (default 4)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(func=_server)
 

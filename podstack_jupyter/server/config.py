@@ -18,9 +18,9 @@ class ServerConfig:
     ``secret_file``: the server's secret (default ``<home>/server-secret``; see
     :mod:`.accounts`). ``rate``/``burst``: requests a second per API key and the burst allowed
     (``rate=0``: no limit). ``upload_expires``/``download_expires``: seconds a signed URL lives.
-    ``backend``: the compute backend team sessions are placed on (default: the server's
-    ``PODSTACK_BACKEND``, else ``local``); ``kernel_grace``: seconds a team session lives on
-    without a notebook attached.
+    ``backend``: the compute backend team sessions and submitted executions are placed on
+    (default: the server's ``PODSTACK_BACKEND``, else ``local``); ``kernel_grace``: seconds a team
+    session lives on without a notebook attached; ``max_executions``: executions run at once.
     """
 
     db: str | None = None
@@ -32,10 +32,11 @@ class ServerConfig:
     burst: float | None = 1000.0
     upload_expires: int = 900
     download_expires: int = 300
+    backend: str | None = None
+    max_executions: int = 4
+    kernel_grace: float = 60.0
     graceful_timeout: float = 30.0
     sweep_interval: float = 600.0
-    backend: str | None = None
-    kernel_grace: float = 60.0
 
     def resolved(self) -> "ServerConfig":
         """A copy with the database and artifact root filled in from the podstack settings."""

@@ -307,7 +307,8 @@ class PageIn(_Body):
     order_by: str = "created_at"
     ascending: bool = True
     limit: int = Field(100, ge=1, le=10_000)
-    after: Optional[list] = Field(None, description="`[value, id]` of the last item of the previous page")
+    after: Optional[list] = Field(None, min_length=2, max_length=2,
+                                  description="`[value, id]` of the last item of the previous page")
 
 
 class ArtifactTagIn(_Body):

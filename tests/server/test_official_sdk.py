@@ -10,26 +10,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import venv
 from pathlib import Path
 
 import pytest
+from _services.official_sdk import official_sdk_python
 from _services.podstack_server import env_without_podstack, point_registry_at
-
-SDK = "podstack==1.7.0"
 
 
 @pytest.fixture(scope="session")
 def sdk_python(tmp_path_factory) -> Path:
     """The Python of a fresh virtualenv holding the official SDK (skipped if it cannot be installed)."""
-    folder = tmp_path_factory.mktemp("official-sdk") / "venv"
-    venv.EnvBuilder(with_pip=True).create(folder)
-    python = folder / "bin" / "python"
-    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", SDK],
-                          capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        pytest.skip(f"could not install the official SDK ({SDK}) from the package index: {done.stderr[-500:]}")
-    return python
+    return official_sdk_python(tmp_path_factory)
 
 
 def test_the_official_sdk_runs_every_seed_000_registry_flow_against_the_server(sdk_python, live_server, project,

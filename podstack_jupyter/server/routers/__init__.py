@@ -43,6 +43,7 @@ API_ROUTERS = [
     "podstack_jupyter.server.routers.models",
     "podstack_jupyter.server.routers.artifact_tags",
     "podstack_jupyter.server.routers.kernels",
+    "podstack_jupyter.server.routers.executions",
 ]
 
 PUBLIC_ROUTERS = [
