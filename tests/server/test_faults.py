@@ -111,51 +111,62 @@ import sys, time
 from pathlib import Path
 from podstack_jupyter import registry
 
-index, points, go = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+index, points, go, shared = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 registry.set_experiment("crowd")
 with registry.start_run(f"client-{index}") as run:
     print(run.id, flush=True)
     while not go.exists():  # every client starts logging at the same moment
         time.sleep(0.005)
     for step in range(points):
-        registry.log_metrics({"loss": index + step / points, "lr": 0.1}, step=step)
+        registry.log_metrics({"loss": index + step / points}, step=step)
+        # and into one run that all eight share, the same metric, each client its own steps
+        registry.log_metrics({"throughput": index + step / points}, step=index * points + step, run_id=shared)
 """
 
 
 @pytest.mark.slow
 def test_eight_clients_logging_100000_points_each_at_once_store_every_point_exactly_once(live_server, tmp_path):
-    """Eight notebooks (processes, each with its own podstack home) log 100,000 points of two metrics each
-    into one project on PostgreSQL at the same time: every point is stored, none twice, none changed."""
+    """Eight notebooks (processes, each with its own podstack home) each log 100,000 points into a run of
+    their own and 100,000 into one run they all share, into one project on PostgreSQL, at the same time:
+    every point is stored, none twice, none changed."""
     import subprocess
     import sys
 
     project_id, key = live_server.new_project()
-    go = tmp_path / "go"
-    clients = []
-    for index in range(CLIENTS):
-        env = {**env_without_podstack(), "PODSTACK_HOME": str(tmp_path / f"client-{index}"),
-               "PODSTACK_REGISTRY_URL": live_server.url, "PODSTACK_API_KEY": key, "PODSTACK_PROJECT_ID": project_id}
-        clients.append(subprocess.Popen([sys.executable, "-c", _CLIENT, str(index), str(POINTS), str(go)], env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    run_ids = [client.stdout.readline().strip() for client in clients]
-    go.touch()
-    for client in clients:
-        _, errors = client.communicate(timeout=900)
-        assert client.returncode == 0, errors[-3000:]
     with httpx.Client(base_url=live_server.url + "/api/v1", headers={"Authorization": f"Bearer {key}"},
                       timeout=120) as api:
-        runs = api.get("/runs", params={"limit": 100}).json()["runs"]
-        assert sorted(r["id"] for r in runs) == sorted(run_ids) and {r["status"] for r in runs} == {"completed"}
-        expected_steps = array.array("q", range(POINTS))
+        experiment = api.post("/experiments", json={"name": "crowd"}).json()["experiment"]
+        shared = api.post("/runs", json={"experiment_id": experiment["id"], "name": "shared"}).json()["run"]["id"]
+        go = tmp_path / "go"
+        clients = []
+        for index in range(CLIENTS):
+            env = {**env_without_podstack(), "PODSTACK_HOME": str(tmp_path / f"client-{index}"),
+                   "PODSTACK_REGISTRY_URL": live_server.url, "PODSTACK_API_KEY": key,
+                   "PODSTACK_PROJECT_ID": project_id}
+            clients.append(subprocess.Popen([sys.executable, "-c", _CLIENT, str(index), str(POINTS), str(go), shared],
+                                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        run_ids = [client.stdout.readline().strip() for client in clients]
+        go.touch()
+        for client in clients:
+            _, errors = client.communicate(timeout=900)
+            assert client.returncode == 0, errors[-3000:]
+
+        def history(run_id: str, key_name: str, count: int):
+            packed = api.get(f"/runs/{run_id}/metrics/{key_name}/history",
+                             params={"format": "packed"}).json()["history"]
+            assert packed["count"] == count, f"run {run_id}, {key_name}: {packed['count']} points stored, not {count}"
+            return unpack("q", packed["steps"], count, "steps"), unpack("d", packed["values"], count, "values")
+
+        runs = {r["id"]: r for r in api.get("/runs", params={"limit": 100}).json()["runs"]}
+        assert sorted(runs) == sorted([*run_ids, shared])
+        assert {runs[r]["status"] for r in run_ids} == {"completed"}
         for index, run_id in enumerate(run_ids):
-            for key_name, value_of in (("loss", lambda step: index + step / POINTS), ("lr", lambda step: 0.1)):
-                packed = api.get(f"/runs/{run_id}/metrics/{key_name}/history", params={"format": "packed"}).json()
-                history = packed["history"]
-                assert history["count"] == POINTS, f"client {index}, {key_name}: {history['count']} points stored"
-                steps = unpack("q", history["steps"], POINTS, "steps")
-                values = unpack("d", history["values"], POINTS, "values")
-                assert steps == expected_steps, f"client {index}, {key_name}: steps missing or stored twice"
-                assert list(values) == [value_of(step) for step in range(POINTS)], f"client {index}, {key_name}"
+            steps, values = history(run_id, "loss", POINTS)
+            assert steps == array.array("q", range(POINTS)), f"client {index}: steps missing or stored twice"
+            assert list(values) == [index + step / POINTS for step in range(POINTS)], f"client {index}: values"
+        steps, values = history(shared, "throughput", CLIENTS * POINTS)
+        assert steps == array.array("q", range(CLIENTS * POINTS)), "the shared run: steps missing or stored twice"
+        assert list(values) == [i + step / POINTS for i in range(CLIENTS) for step in range(POINTS)]
 
 
 # -- a graceful shutdown -----------------------------------------------------------------------------
