@@ -47,12 +47,18 @@ function storedKey(): string | null {
   return sessionStorage.getItem(KEY_STORE);
 }
 
-async function api(path: string, key: string | null = storedKey()): Promise<any> {
+async function api(path: string, key: string | null = storedKey(), attempt = 0): Promise<any> {
   let response: Response;
   try {
     response = await fetch(`/api/v1${path}`, { headers: { Authorization: `Bearer ${key ?? ""}` }, cache: "no-store" });
   } catch (error) {
     throw new ApiError(`the server did not answer (${(error as Error).message}); is podstack server still running?`, 0);
+  }
+  const retryAfter = Number(response.headers.get("Retry-After"));
+  if (response.status === 429 && attempt < 3 && retryAfter >= 0 && retryAfter <= 10) {
+    // the key's rate limit (a page of many charts asks for many histories at once): wait as told
+    await new Promise((resolve) => setTimeout(resolve, Math.max(retryAfter, 0.2) * 1000));
+    return api(path, key, attempt + 1);
   }
   const text = await response.text();
   let body: any = {};
