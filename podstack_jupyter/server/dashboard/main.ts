@@ -97,7 +97,7 @@ function showSignIn(message = "") {
     const key = input.value.trim();
     const fail = (text: string) => { error.textContent = text; error.hidden = false; input.focus(); };
     if (!key) return fail("Enter an API key.");
-    if (!/^[\x21-\x7e]+$/.test(key)) return fail("That is not an API key: a key is one word of letters, digits and _ (pjt_…), without spaces.");
+    if (!/^[\x21-\x7e]+$/.test(key)) return fail("That is not an API key: a key is one word of letters, digits, - and _ (pjt_…), without spaces.");
     button.disabled = true;
     try {
       project = await api("/project", key);

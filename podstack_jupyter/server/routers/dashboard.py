@@ -10,6 +10,7 @@ output and is served from the installed package; nothing is fetched from elsewhe
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -40,6 +41,7 @@ _PAGE_HEADERS = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def _page_settings() -> str:
     """What the page needs from Python: the artifact categories of the widgets' type badges."""
     from ...widgets.artifacts import _CATEGORIES
