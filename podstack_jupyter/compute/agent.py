@@ -74,11 +74,8 @@ class Agent:
                 self._exec(data, buffers)
             elif op == "filled":
                 self._filled(data, buffers)
-            elif op == "cancel":
-                if self.waiting.pop(data["id"], None) is not None:
-                    self._send({"op": "done", "id": data["id"], "status": "failed", "stage": "push",
-                                "error": {"ename": "KeyboardInterrupt", "evalue": "stopped before the cell ran",
-                                          "traceback": []}})
+            elif op == "settle":  # the notebook gave up waiting for this step: did an interrupt swallow it?
+                self._settle(data["id"])
             elif op == "release":
                 entry = self.outbox.get(data["id"])
                 if entry is not None:  # the notebook copied them: do not pin their memory any longer
@@ -93,6 +90,19 @@ class Agent:
             # where it stopped is unknown: the notebook treats every name of this step as changed
             self._send({"op": "done", "id": data.get("id"), "status": "failed", "stage": "unknown",
                         "error": _describe(exc)[0]})
+
+    def _settle(self, rid):
+        """Answer for a step the notebook stopped waiting for. Messages are handled in order, so a
+        step that ran has sent its ``done`` before this answer; one still running (an async cell)
+        sends it when it ends. Otherwise the interrupt landed in the kernel before the step reached
+        this agent (ipykernel swallows it there): the step is lost, and the notebook sends again
+        everything it touched."""
+        if self._tagged is not None and self._tagged[0] == rid:
+            return
+        stopped = self.waiting.pop(rid, None) is not None
+        self._send({"op": "done", "id": rid, "status": "failed" if stopped else "lost",
+                    "stage": "push" if stopped else "unknown",
+                    "error": {"ename": "KeyboardInterrupt", "evalue": "stopped before the cell ran", "traceback": []}})
 
     def _send(self, data, buffers=None, after_output=False):
         """Send to the notebook. ``after_output``: behind everything the step printed (its
@@ -190,7 +200,8 @@ class Agent:
         names = _Names(data)
         existed = {n for n in (*names.binds, *names.deletes) if self._get(n) is not wire.MISSING}
         try:
-            landed = self._land(data, buffers, memories)
+            with wire.interrupts_held():  # an interrupt now would cut an import short: it waits for the cell
+                landed = self._land(data, buffers, memories)
         except wire.MissingKeyError as exc:
             self._send({"op": "done", "id": rid, "status": "missing", "keys": [int(k) for k in exc.args]})
             return

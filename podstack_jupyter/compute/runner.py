@@ -234,30 +234,36 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
     except SessionDiedError:
         sessions.died(session)
         raise
-    reply = step.reply
-    status = step.status
-    if kind == "probe":
-        state.inflight.pop(data["id"], None)
+    try:
+        reply = step.reply
+        status = step.status
+        if kind == "probe":
+            state.inflight.pop(data["id"], None)
+            if status != "ok":
+                raise SerializationError(_evalue(reply))
+            return Landed(step)
+        if status == "missing" and not _full:  # the session lost objects we referred to by key: send them whole
+            state.inflight.pop(data["id"], None)
+            codec.forget(reply.get("keys", ()))
+            return run_step(session, namespace, kind=kind, code=code, transformed=transformed, names=names, push=push,
+                            pull=pull, timeout=timeout, sink=sink, call=call, hidden=hidden, allow_stdin=allow_stdin,
+                            _full=True)
+        state.resolve(data["id"], reply)
+        if status == "failed":
+            if (reply.get("error") or {}).get("ename") == "KeyboardInterrupt":  # it landed before the cell ran
+                raise KeyboardInterrupt
+            if reply.get("stage") == "push":
+                raise _push_failure(session, namespace, values, reply)
+            raise PodstackError(f"the GPU session's agent failed: {_evalue(reply)}. The session's variables "
+                                f"will be sent again before the next cell.")
+        if status == "error":
+            raise _remote_error(reply, step, data["id"])
         if status != "ok":
-            raise SerializationError(_evalue(reply))
-        return Landed(step)
-    if status == "missing" and not _full:  # the session lost objects we referred to by key: send them whole
-        state.inflight.pop(data["id"], None)
-        codec.forget(reply.get("keys", ()))
-        return run_step(session, namespace, kind=kind, code=code, transformed=transformed, names=names, push=push,
-                        pull=pull, timeout=timeout, sink=sink, call=call, hidden=hidden, allow_stdin=allow_stdin,
-                        _full=True)
-    state.resolve(data["id"], reply)
-    if status == "failed":
-        if reply.get("stage") == "push":
-            raise _push_failure(session, namespace, values, reply)
-        raise PodstackError(f"the GPU session's agent failed: {_evalue(reply)}. The session's variables "
-                            f"will be sent again before the next cell.")
-    if status == "error":
-        raise _remote_error(reply, step, data["id"])
-    if status != "ok":
-        raise PodstackError(f"the GPU session answered {status!r}; run %gpu restart if this persists")
-    return _apply(session, state, namespace, step, names, call)
+            raise PodstackError(f"the GPU session answered {status!r}; run %gpu restart if this persists")
+        return _apply(session, state, namespace, step, names, call)
+    except KeyboardInterrupt:  # the session finished the step, but its results were not taken in here
+        state.lose(data["id"], touched)
+        raise
 
 
 def _aliases(values: dict, state, namespace: dict) -> dict:
@@ -296,9 +302,10 @@ def _apply(session: GPUSession, state, namespace: dict, step: StepResult, names:
     fps = pull["fps"]
     wanted = list(pull["names"])
     values: dict = {}
+    landings: list = []  # decoded but not yet committed: objects updated in place can still be restored
     if wanted:
         try:
-            values = _decode(session, state, step)
+            values = _decode(session, state, step, landings)
         except MemoryError as exc:
             state.nacks[reply["id"]] = wanted
             for name in wanted:
@@ -314,58 +321,65 @@ def _apply(session: GPUSession, state, namespace: dict, step: StepResult, names:
         except _LeftRemote as partial:
             values = partial.values
             landed.left_remote.update(partial.why)
-    same = set(pull.get("same", ()))
-    same_as = pull.get("same_as", {})
-    merged = []  # (a new container, the notebook's object that took its contents)
-    for name, value in values.items():
-        if name.startswith("@"):
-            continue
-        other = same_as.get(name)
-        if other is not None:  # the session bound another name to an object we share: keep them one here
-            old = namespace.get(other, wire.MISSING)
-            if old is not wire.MISSING and state.is_synced_obj(other, old) and wire.merge_container(old, value):
+        except KeyboardInterrupt:
+            for landing in landings:
+                landing.rollback()
+            raise
+    with wire.interrupts_held():  # what came back is taken in whole: a Ctrl-C now waits for the end
+        for landing in landings:
+            landing.commit()
+        same = set(pull.get("same", ()))
+        same_as = pull.get("same_as", {})
+        merged = []  # (a new container, the notebook's object that took its contents)
+        for name, value in values.items():
+            if name.startswith("@"):
+                continue
+            other = same_as.get(name)
+            if other is not None:  # the session bound another name to an object we share: keep them one here
+                old = namespace.get(other, wire.MISSING)
+                if old is not wire.MISSING and state.is_synced_obj(other, old) and wire.merge_container(old, value):
+                    merged.append((value, old))
+                    values[name] = old
+                continue
+            old = namespace.get(name, wire.MISSING)
+            if name in same and old is not wire.MISSING and old is not value and state.is_synced_obj(name, old) \
+                    and wire.merge_container(old, value):
                 merged.append((value, old))
                 values[name] = old
-            continue
-        old = namespace.get(name, wire.MISSING)
-        if name in same and old is not wire.MISSING and old is not value and state.is_synced_obj(name, old) \
-                and wire.merge_container(old, value):
-            merged.append((value, old))
-            values[name] = old
-    value = None  # the loop's last value must not count as a reference to replace
-    wire.keep_merged_shared(merged, values)  # S = [N] with N: S[0] stays the notebook's N
-    del merged
-    if call is not None:
-        prefix = f"@{call.site}:"
-        for key in ("args", "kwargs"):  # arguments the function changed in place: the caller's objects change
-            new = values.get(prefix + key)
-            if new is not None:
-                old = call.values[key]
-                pairs = zip(old, new) if key == "args" else ((old[k], new[k]) for k in old if k in new)
-                for before, after in pairs:
-                    if before is not after:
-                        wire.merge_container(before, after)
-        landed.call = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
-        for key in ("args", "kwargs"):
-            if prefix + key in values:
-                values[prefix + key] = call.values[key]
-    applied = {n: v for n, v in values.items() if not n.startswith("@")}
-    removed = [n for n in reply.get("absent", ()) if n in namespace and (n in state.synced or n in names.deletes)]
-    namespace.update(applied)
-    if applied and state.together:  # what came back holds what it holds now (the session sends both)
-        state.together = {pair for pair in state.together if pair[0] not in applied}
-    if len(applied) > 1:
-        held = wire.held_inside(applied, namespace, allowed=lambda n: n in applied, kept=state.kept)
-        state.together |= {(holder, name) for holder, names_held in held.items() for name in names_held}
-    for name in removed:
-        namespace.pop(name, None)
-        state.forget(name)
-    for name in reply.get("absent", ()):
-        state.forget(name)
-    for name, value in values.items():
-        if name in fps:
-            state.agree(name, value, fps[name])
-    state.acks.append(reply["id"])
+        value = None  # the loop's last value must not count as a reference to replace
+        wire.keep_merged_shared(merged, values)  # S = [N] with N: S[0] stays the notebook's N
+        del merged
+        if call is not None:
+            prefix = f"@{call.site}:"
+            for key in ("args", "kwargs"):  # arguments the function changed in place: the caller's objects change
+                new = values.get(prefix + key)
+                if new is not None:
+                    old = call.values[key]
+                    pairs = zip(old, new) if key == "args" else ((old[k], new[k]) for k in old if k in new)
+                    for before, after in pairs:
+                        if before is not after:
+                            wire.merge_container(before, after)
+            landed.call = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+            for key in ("args", "kwargs"):
+                if prefix + key in values:
+                    values[prefix + key] = call.values[key]
+        applied = {n: v for n, v in values.items() if not n.startswith("@")}
+        removed = [n for n in reply.get("absent", ()) if n in namespace and (n in state.synced or n in names.deletes)]
+        namespace.update(applied)
+        if applied and state.together:  # what came back holds what it holds now (the session sends both)
+            state.together = {pair for pair in state.together if pair[0] not in applied}
+        if len(applied) > 1:
+            held = wire.held_inside(applied, namespace, allowed=lambda n: n in applied, kept=state.kept)
+            state.together |= {(holder, name) for holder, names_held in held.items() for name in names_held}
+        for name in removed:
+            namespace.pop(name, None)
+            state.forget(name)
+        for name in reply.get("absent", ()):
+            state.forget(name)
+        for name, value in values.items():
+            if name in fps:
+                state.agree(name, value, fps[name])
+        state.acks.append(reply["id"])
     landed.values, landed.removed = applied, [n for n in reply.get("absent", ())]
     for name, why in {**reply.get("unsendable", {}), **landed.left_remote}.items():
         landed.left_remote[name] = why
@@ -384,7 +398,9 @@ class _LeftRemote(Exception):
         self.values, self.why = values, why
 
 
-def _decode(session: GPUSession, state, step: StepResult) -> dict:
+def _decode(session: GPUSession, state, step: StepResult, landings: list) -> dict:
+    """The values that came back; what they change in existing objects is added to ``landings``,
+    to commit (or roll back on an interrupt) when everything is here."""
     codec = state.codec
     pull = step.reply["pull"]
     stream, buffers, fmt = session.fetch(step)
@@ -395,7 +411,7 @@ def _decode(session: GPUSession, state, step: StepResult) -> dict:
         values, landing = codec.decode(stream, buffers, pull.get("sources"), fmt)
     except Exception:  # e.g. a class this notebook cannot import: bring back what can be rebuilt here
         return _decode_each(session, state, step)
-    landing.commit()
+    landings.append(landing)
     return values
 
 

@@ -215,13 +215,18 @@ class SyncState:
                 self.diverged.add(name)
             self.codec.forget(reply.get("diverged_keys", ()))
         elif status in ("failed", "lost") and (reply or {}).get("stage") != "push":
-            # where the session stopped is unknown: everything the step touched is sent again, in full
-            for name in step["names"]:
-                if name in self.synced:
-                    self.synced.pop(name, None)
-                    self.diverged.add(name)
-            self.codec.table.held.clear()
-            self.reset_held = True
+            self.lose(step_id, step["names"])
+
+    def lose(self, step_id: str, names):
+        """Where a step left both sides is unknown (it failed midway, or its results were not taken
+        in here): everything it touched is sent again, in full."""
+        self.inflight.pop(step_id, None)
+        for name in names:
+            if name in self.synced:
+                self.synced.pop(name, None)
+                self.diverged.add(name)
+        self.codec.table.held.clear()
+        self.reset_held = True
 
 
 class GPUSession:
@@ -354,7 +359,7 @@ class GPUSession:
 
     def _bootstrap(self, deadline: float) -> None:
         code = _BOOTSTRAP.format(sources=_SOURCES, marks=self._marks())
-        msg_id = self.kernel.send("shell", "execute_request", {
+        msg_id = self._send("shell", "execute_request", {
             "code": code, "silent": True, "store_history": False, "user_expressions": {},
             "allow_stdin": False, "stop_on_error": False})
         reply = self._until(lambda ch, m: ch == "shell" and _parent(m) == msg_id, deadline, "start the agent")
@@ -454,15 +459,17 @@ class GPUSession:
                     parts.append({"i": len(inline)})
                     inline.append(part)
             data["push"]["parts"] = parts
-        data.update(state.outgoing())
         data["same_host"] = self.same_host
         data["offer_limit"] = _OFFER_LIMIT
         result = StepResult(step_id)
         awaits = data.get("kind") == "await"
         if awaits:  # top-level await: the values land first, then ipykernel runs the cell on its loop
             data = dict(data, kind="sync", id=step_id + ":push", inputs=[], binds=[], pull=[], drop_after=[])
-        ours = {self._comm_msg(data, inline)}
+        ours: set[str] = set()
         try:
+            with wire.interrupts_held():  # the step and the acknowledgements it carries: sent whole, or not at all
+                data.update(state.outgoing())
+                ours.add(self._comm_msg(data, inline))
             while True:
                 msg = self._next_for(data["id"], ours, deadline, sink, result)
                 op = msg["content"]["data"].get("op")
@@ -476,7 +483,15 @@ class GPUSession:
                     return self._run_awaiting(step_id, result, ours, deadline, sink)
                 return result
         except (ExecutionTimeoutError, KeyboardInterrupt, _InputFailed) as exc:
-            reply = self._interrupt_and_settle(step_id, ours, sink, result)
+            if not ours:  # stopped before anything was sent: the session never saw this step
+                state.inflight.pop(step_id, None)
+                raise
+            late = self._interrupt_and_settle(step_id, ours, sink, result)
+            reply = late["content"]["data"] if late is not None else None
+            if reply is not None and reply.get("status") == "ok" and not isinstance(exc, _InputFailed) \
+                    and data["id"] == step_id:  # it ended before the interrupt reached it: it lands whole
+                result.reply, result.frames = reply, list(late["buffers"])
+                return result
             state.resolve(step_id, reply)
             if isinstance(exc, _InputFailed):
                 raise PodstackError(
@@ -498,7 +513,7 @@ class GPUSession:
         task was cancelled), the step counts as lost: everything it touched is sent again."""
         landed = result.reply.get("landed", [])
         meta = self._inflight_meta(step_id)
-        msg_id = self.kernel.send("shell", "execute_request", {
+        msg_id = self._send("shell", "execute_request", {
             "code": meta.pop("code"), "silent": False, "store_history": True, "user_expressions": {},
             "allow_stdin": bool(meta.get("allow_stdin")), "stop_on_error": False}, metadata={"podstack": meta})
         ours.add(msg_id)
@@ -652,10 +667,10 @@ class GPUSession:
             raise
         except Exception as exc:  # never answer '' for the user: the cell is interrupted and says why
             raise _InputFailed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
-        self.kernel.send("stdin", "input_reply", {"value": value}, parent=msg)
+        self._send("stdin", "input_reply", {"value": value}, parent=msg)
 
     def _send_input_reply(self, answer: dict, prompt_msg: dict):
-        self.kernel.send("stdin", "input_reply", {"value": json.dumps(answer, default=str)}, parent=prompt_msg)
+        self._send("stdin", "input_reply", {"value": json.dumps(answer, default=str)}, parent=prompt_msg)
 
     # -- results -------------------------------------------------------------
     def fetch(self, result: StepResult, *, full_keys: list | None = None, split: bool = False) -> tuple:
@@ -706,25 +721,31 @@ class GPUSession:
     def _forward_comm(self, msg_type: str, comm_id: str, msg: dict):
         """A message from the notebook's front end to a comm (widget) that lives in the session."""
         with self._lock:
-            self.kernel.send("shell", msg_type, {"comm_id": comm_id, "data": msg["content"].get("data")},
+            self._send("shell", msg_type, {"comm_id": comm_id, "data": msg["content"].get("data")},
                              metadata=msg.get("metadata"), buffers=list(msg.get("buffers") or []) or None)
 
     def _comm_msg(self, data: dict, buffers: list | None = None) -> str:
-        return self.kernel.send("shell", "comm_msg", {"comm_id": self._comm_id, "data": data}, buffers=buffers)
+        return self._send("shell", "comm_msg", {"comm_id": self._comm_id, "data": data}, buffers=buffers)
+
+    def _send(self, channel: str, msg_type: str, content: dict, **kwargs) -> str:
+        with wire.interrupts_held():
+            return self.kernel.send(channel, msg_type, content, **kwargs)
 
     def interrupt(self):
         self.kernel.interrupt()
 
     def _interrupt_and_settle(self, step_id: str, ours: set, sink: OutputSink, result: StepResult) -> dict | None:
-        """Interrupt the remote and give it a moment to report back, so the next cell starts clean."""
+        """Interrupt the remote and give it a moment to report back (its ``done`` message, or None),
+        so the next cell starts clean."""
         self.kernel.interrupt()
         try:
             msg = self._next_for(step_id, ours, time.monotonic() + _INTERRUPT_GRACE, sink, result)
             while msg["content"]["data"].get("op") != "done":  # e.g. it was still setting memory aside
                 msg = self._next_for(step_id, ours, time.monotonic() + _INTERRUPT_GRACE, sink, result)
-            return msg["content"]["data"]
+            return msg
         except (ExecutionTimeoutError, KeyboardInterrupt):
-            self._pending = step_id
+            self._pending = step_id  # the next step waits for its done; the agent answers for a lost one
+            self._comm_msg({"op": "settle", "id": step_id})
             return None
 
     def _settle_pending(self):
@@ -741,7 +762,11 @@ class GPUSession:
                 raise PodstackError("the GPU session is still busy with an interrupted cell; wait, interrupt "
                                     "again, or run %gpu restart to start it afresh") from None
         self._pending = None
-        self.sync.resolve(step_id, late["content"]["data"])
+        reply = late["content"]["data"]
+        if reply.get("status") == "ok":  # it finished after all, but was reported interrupted here: undo it there
+            self.sync.nacks[step_id] = []
+            reply = dict(reply, status="lost")
+        self.sync.resolve(step_id, reply)
 
     # -- lifetime ----------------------------------------------------------
     def stop(self, reason: str = "stopped"):

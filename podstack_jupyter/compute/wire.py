@@ -36,6 +36,7 @@ caller then updates the namespace in one step.
 
 from __future__ import annotations
 
+import contextlib
 import copyreg
 import ctypes
 import linecache
@@ -43,6 +44,7 @@ import marshal
 import mmap
 import os
 import pickle
+import signal
 import sys
 import threading
 import types
@@ -57,7 +59,7 @@ except ImportError:  # pragma: no cover - a dependency of the package; the sessi
 
 __all__ = ["Codec", "ObjectTable", "Packet", "Landing", "MissingKeyError", "HASH_NAME", "INLINE_LIMIT",
            "MISSING", "is_atom", "vm_read", "vm_write", "allocate", "address_of", "merge_container",
-           "keep_merged_shared", "held_inside", "BufferPool"]
+           "keep_merged_shared", "held_inside", "BufferPool", "interrupts_held"]
 
 HASH_NAME = "xxh3_128" if xxhash is not None else "blake2b"
 INLINE_LIMIT = 1 << 20  # buffers below this ride in the message even when both ends share a machine
@@ -70,6 +72,29 @@ _CONTAINERS = (list, dict, set, bytearray)
 def is_atom(value) -> bool:
     """Immutable scalars: they cannot change in place, only be rebound."""
     return type(value) in _ATOMS
+
+
+@contextlib.contextmanager
+def interrupts_held():
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise it. On either side, what must not be cut
+    halfway: a message being written (the connection would carry half of it), a cell's results being
+    taken in (the namespace would hold half of them), an import while values land (the module would
+    stay half-loaded for good). Off the main thread, a plain block: signals reach the main thread only."""
+    caught = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append((signum, frame)))
+    except ValueError:  # not the main thread: signals are delivered to the main thread only
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            if callable(previous):
+                previous(*caught[0])
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)
 
 
 def _new_hash(name: str):

@@ -383,20 +383,21 @@ class TrackingClient:
                 runs.add(V.identifier("run_id", run_id))
             (value,) = clean_metrics({key: value}).values()
             clean.append((run_id, key, value, V.step("step", step), self._timestamp(stamp)))
-        if not clean:
+        return self._write_points(clean, runs, batch_id)
+
+    def _write_points(self, points: list, runs: set, batch_id) -> int:
+        """Store checked points of existing ``runs`` and tell listeners; how many (0: none, or a
+        batch stored before)."""
+        if not points:
             return 0
         for run_id in sorted(runs):
             self.require_run(run_id)
-        if not self._store_points(clean, batch_id):
-            return 0
-        publish_points(clean)
-        return len(clean)
-
-    def _store_points(self, points: list, batch_id) -> bool:
         if batch_id is None:
             self.store.log_metrics(points)
-            return True
-        return self.store.log_metrics(points, batch_id=V.identifier("batch_id", batch_id)) is not False
+        elif self.store.log_metrics(points, batch_id=V.identifier("batch_id", batch_id)) is False:
+            return 0
+        publish_points(points)
+        return len(points)
 
     def log_series(self, series, batch_id: str | None = None) -> int:
         """Write metric series ``(run_id, key, steps, values, timestamps)`` (equal-length sequences
@@ -425,14 +426,7 @@ class TrackingClient:
                 stamps = [self._timestamp(t) for t in stamps]
             runs.add(run_id)
             points.extend(zip(itertools.repeat(run_id), itertools.repeat(key), values, steps, stamps))
-        if not points:
-            return 0
-        for run_id in sorted(runs):
-            self.require_run(run_id)
-        if not self._store_points(points, batch_id):
-            return 0
-        publish_points(points)
-        return len(points)
+        return self._write_points(points, runs, batch_id)
 
     def get_metric_history(self, run_id: str, key: str) -> MetricHistory:
         """Every point of metric ``key`` of a run, ordered by step (``[]`` if it has none)."""

@@ -3,13 +3,14 @@ import io
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from podstack_jupyter.artifacts import PROGRESS_BYTES, LocalArtifactStore, open_store
 from podstack_jupyter.errors import ArtifactIntegrityError, ArtifactNotFoundError, InvalidArgumentError
+
+from _store_race import writers_and_a_reader
 
 
 def files_under(path):
@@ -128,37 +129,7 @@ def test_missing_and_malformed_input(tmp_path):
 def test_two_threads_storing_the_same_blob_while_a_reader_copies_it(tmp_path):
     store = LocalArtifactStore(tmp_path / "store")
     payload = os.urandom(4_000_000)
-    digest = hashlib.sha256(payload).hexdigest()
-    errors, results = [], []
-
-    def writer():
-        try:
-            for _ in range(15):
-                store.put_bytes(payload)
-                store.delete(digest)  # so every round really races on the rename
-                results.append(store.put_bytes(payload))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    def reader():
-        for i in range(30):
-            try:
-                out = store.get_file(digest, tmp_path / "copies" / f"{i}.bin")
-            except ArtifactNotFoundError:
-                continue  # between a delete and the next put
-            except BaseException as exc:  # noqa: BLE001
-                errors.append(exc)
-                return
-            if out.read_bytes() != payload:
-                errors.append(AssertionError("a reader saw a partial blob"))
-
-    threads = [threading.Thread(target=writer), threading.Thread(target=writer), threading.Thread(target=reader)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert errors == []
-    assert set(results) == {(digest, len(payload))}
+    digest = writers_and_a_reader(store, payload, tmp_path / "copies", rounds=15, reads=30, join_seconds=120)
     store.put_bytes(payload)
     assert files_under(store.root) == blob_layout(digest) and store.verify(digest)
 

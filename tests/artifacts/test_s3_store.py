@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 
@@ -22,6 +21,8 @@ import pytest
 from podstack_jupyter.artifacts import PROGRESS_BYTES, S3ArtifactStore, open_store
 from podstack_jupyter.errors import (ArtifactIntegrityError, ArtifactNotFoundError, ConfigurationError,
                                      InvalidArgumentError, PodstackError)
+
+from _store_race import writers_and_a_reader
 
 MiB = 1 << 20
 
@@ -245,36 +246,7 @@ def test_delete_removes_the_blob(store):
 
 def test_threads_storing_the_same_blob_while_a_reader_copies_it(store, tmp_path):
     payload = os.urandom(11 * MiB)
-    digest = hashlib.sha256(payload).hexdigest()
-    errors, results = [], []
-
-    def writer():
-        try:
-            for _ in range(3):
-                results.append(store.put_bytes(payload))
-                store.delete(digest)  # so every round really uploads again
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    def reader():
-        for i in range(10):
-            try:
-                out = store.get_file(digest, tmp_path / "copies" / f"{i}.bin")
-            except ArtifactNotFoundError:
-                continue  # between a delete and the next put
-            except BaseException as exc:  # noqa: BLE001
-                errors.append(exc)
-                return
-            if out.read_bytes() != payload:
-                errors.append(AssertionError("a reader saw a partial blob"))
-
-    threads = [threading.Thread(target=writer), threading.Thread(target=writer), threading.Thread(target=reader)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(300)
-    assert errors == []
-    assert set(results) == {(digest, len(payload))}
+    digest = writers_and_a_reader(store, payload, tmp_path / "copies", rounds=3, reads=10, join_seconds=300)
     store.put_bytes(payload)
     assert keys_under(store) == blob_layout(digest) and store.verify(digest) and unfinished_uploads(store) == []
 

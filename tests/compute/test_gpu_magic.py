@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 import time
 
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 from podstack_jupyter.compute import sessions
 from podstack_jupyter.errors import (CellSyntaxError, ExecutionTimeoutError, GPUNotAvailableError,
                                      RemoteExecutionError, SerializationError, SessionDiedError)
-from _cells import only_session, run
+from _cells import interrupt_when_printed, only_session, run
 
 
 def test_issue_example_variables_travel_and_come_back(ip, capsys):
@@ -127,10 +125,9 @@ def test_output_streams_live(ip, monkeypatch):
 
 def test_interrupt_stops_the_remote_within_a_second(ip):
     run(ip, "%%gpu\nimport time\ncounter = 0")
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
     started = time.monotonic()
-    result = ip.run_cell("%%gpu\nwhile True:\n    counter += 1\n    time.sleep(0.01)")
+    with interrupt_when_printed("looping"):  # Ctrl-C 0.3 s after the loop started there
+        result = ip.run_cell("%%gpu\nprint('looping', flush=True)\nwhile True:\n    counter += 1\n    time.sleep(0.01)")
     elapsed = time.monotonic() - started
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     assert elapsed < 2.5

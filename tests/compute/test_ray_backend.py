@@ -9,7 +9,6 @@ actor killed mid-cell, and the kernel's messages tunnelled through the actor.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from podstack_jupyter.compute.backends.ray import RayKernel, RayRelayKernel
 from podstack_jupyter.errors import GPUNotAvailableError, SessionDiedError
 
 from ray_cluster import GPU_COUNT, GPU_TYPE, ray_cluster
-from _cells import only_session, run
+from _cells import interrupt_when_printed, only_session, run
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +118,9 @@ def test_through_the_actors_tunnel_buffers_output_and_interrupts_still_work(ip, 
     assert isinstance(session.kernel, RayRelayKernel) and session.kernel.bytes_sent >= 32_000_000
     assert "through the actor" in capsys.readouterr().out
     assert np.array_equal(ip.user_ns["weights"], np.arange(4_000_000) + 1.0)
-    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    result = ip.run_cell("%%gpu\nimport time\nwhile True:\n    counter += 1\n    time.sleep(0.01)")
-    timer.join()
+    with interrupt_when_printed("looping"):
+        result = ip.run_cell("%%gpu\nimport time\nprint('looping', flush=True)\nwhile True:\n    counter += 1\n"
+                             "    time.sleep(0.01)")
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     run(ip, "%%gpu\nafter = counter")
     assert ip.user_ns["after"] == 0  # stopped, and undone there as here

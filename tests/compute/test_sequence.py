@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import numpy as np
@@ -22,7 +20,7 @@ from podstack_jupyter.compute import sessions
 from podstack_jupyter.compute.hooks import on_agent_event
 from podstack_jupyter.errors import (ExecutionTimeoutError, PodstackError, RemoteExecutionError, SerializationError,
                                      SessionDiedError)
-from _cells import only_session, run
+from _cells import interrupt_when_printed, only_session, run
 
 
 def fails(ip, cell):
@@ -172,9 +170,8 @@ def test_a_timed_out_cell_leaves_both_sides_as_they_were(ip):
 def test_an_interrupted_cell_leaves_both_sides_as_they_were(ip):
     run(ip, "import numpy as np\nweights = np.zeros(4)")
     run(ip, "%%gpu\nimport time")
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    error = fails(ip, "%%gpu\nwhile True:\n    weights += 1\n    time.sleep(0.01)")
+    with interrupt_when_printed("looping"):
+        error = fails(ip, "%%gpu\nprint('looping', flush=True)\nwhile True:\n    weights += 1\n    time.sleep(0.01)")
     assert isinstance(error, KeyboardInterrupt)
     assert ip.user_ns["weights"].tolist() == [0.0] * 4
     run(ip, "%%gpu\ntotal = float(weights.sum())")
@@ -233,7 +230,7 @@ def test_every_line_printed_around_mid_cell_calls_is_shown_in_order(ip, capsys, 
 
 WAITS_FOR_AN_ANSWER_THAT_NEVER_COMES = (
     "import _podstack_agent\nagent = _podstack_agent.install()\nagent.kernel._allow_stdin = True\n"
-    "agent.kernel.raw_input(_podstack_agent.RPC_PROMPT + 'never-sent')")
+    "print('waiting', flush=True)\nagent.kernel.raw_input(_podstack_agent.RPC_PROMPT + 'never-sent')")
 
 
 def test_a_call_waiting_for_an_answer_honours_the_timeout(ip):
@@ -248,10 +245,9 @@ def test_a_call_waiting_for_an_answer_honours_the_timeout(ip):
 
 def test_a_call_waiting_for_an_answer_honours_interrupts_and_kernel_death(ip):
     run(ip, "%%gpu\npass")
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
     started = time.monotonic()
-    assert isinstance(fails(ip, "%%gpu\n" + WAITS_FOR_AN_ANSWER_THAT_NEVER_COMES), KeyboardInterrupt)
+    with interrupt_when_printed("waiting"):
+        assert isinstance(fails(ip, "%%gpu\n" + WAITS_FOR_AN_ANSWER_THAT_NEVER_COMES), KeyboardInterrupt)
     assert time.monotonic() - started < 5
     started = time.monotonic()
     with pytest.raises(SessionDiedError):
