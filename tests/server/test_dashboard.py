@@ -7,13 +7,16 @@ signs in and shows only its project, the experiment's runs are charted, the run 
 params, tags, notes, datasets and a chart holding every logged point (checked in the page, and on
 the screenshot's pixels), the Artifacts tab lists the seed's columns and its download button
 fetches the very bytes logged, and the models page shows versions, stages and aliases. The
-screenshots are saved under the test's temporary folder (the path is printed)."""
+screenshots are saved under the test's temporary folder (the path is printed) and copied to
+``test-output/dashboard/`` (``PODSTACK_TEST_OUTPUT`` moves it)."""
 
 from __future__ import annotations
 
 import io
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import httpx
@@ -22,6 +25,7 @@ from _services.podstack_server import point_registry_at
 
 CHROMIUM = "/usr/bin/chromium"
 STEPS = 300
+OUTPUT = Path(os.environ.get("PODSTACK_TEST_OUTPUT", Path(__file__).parents[2] / "test-output")) / "dashboard"
 
 pytestmark = [
     pytest.mark.browser,
@@ -212,6 +216,9 @@ def test_the_run_page_charts_every_logged_point_and_its_artifacts_download(page,
     with Image.open(logged["folder"] / "curves.png") as logged_png:
         assert preview.evaluate("img => img.naturalWidth") == logged_png.width
     page.screenshot(path=str(tmp_path / "artifacts-tab.png"), full_page=True)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    for name in ("run-page.png", "run-chart.png", "artifacts-tab.png"):
+        shutil.copy(tmp_path / name, OUTPUT / name)
     with page.expect_download() as download:
         page.click(".psw-tree-row[data-path='model/model.pkl'] .psw-download")
     saved = tmp_path / "downloaded.pkl"
