@@ -1,12 +1,14 @@
 """%%gpu on each compute backend side by side with the local backend (and ipyparallel), in one run.
 
-    python bench/bench_backends.py [--mb 256] [--reps 30] [--cold-reps 3]
+    python bench/bench_backends.py [--mb 256] [--reps 30] [--cold-reps 3] [--backends local,jupyter,ray,team]
 
 Backends, all on this machine (so the figures show each backend's own overhead, not a network):
 * ``local``: an ipykernel subprocess (ZMQ over loopback, large buffers through shared memory);
 * ``jupyter``: a kernel of a real jupyter-kernel-gateway, over its REST API and websocket;
 * ``ray``: a Ray actor's kernel on a real local Ray cluster (``ray start --head``), connected
-  directly to the kernel's ports; ``ray (tunnel)``: the same, its messages relayed by the actor.
+  directly to the kernel's ports; ``ray (tunnel)``: the same, its messages relayed by the actor;
+* ``team``: a session a real ``podstack server`` (SQLite, ``--backend local``) hands out, its
+  kernel's messages relayed by the server over its websocket.
 Peer: ipyparallel ``%%px`` on one local engine (warm cell and push), when it is installed.
 
 Rows (medians): session cold start (``sessions.get(fresh=True)`` until the agent answers), a warm
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "compute"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def median_time(fn, reps: int) -> float:
@@ -64,12 +67,18 @@ def measure(ip, args) -> dict:
     return figures
 
 
+_SET: list[str] = []  # what the last use() set, taken away by the next
+
+
 def use(backend: str, **settings) -> None:
     from podstack_jupyter import config
 
+    while _SET:
+        os.environ.pop(_SET.pop(), None)
     os.environ["PODSTACK_BACKEND"] = backend
     for key, value in settings.items():
         os.environ["PODSTACK_" + key.upper()] = value
+        _SET.append("PODSTACK_" + key.upper())
     config.reset()
 
 
@@ -99,12 +108,16 @@ def main():
     parser.add_argument("--mb", type=int, default=256)
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--cold-reps", type=int, default=3)
+    parser.add_argument("--backends", default="local,jupyter,ray,team",
+                        help="which to run, comma-separated (local always runs: it is the baseline)")
     args = parser.parse_args()
+    chosen = set(args.backends.split(","))
 
     from IPython.core.interactiveshell import InteractiveShell
 
     from jupyter_servers import start_kernel_gateway
     from ray_cluster import ray_cluster
+    from team_server import start_team_server
 
     os.environ.setdefault("PODSTACK_HOME", tempfile.mkdtemp(prefix="podstack-bench-"))
     ip = InteractiveShell.instance()
@@ -112,17 +125,28 @@ def main():
     results = {}
     use("local")
     results["local"] = measure(ip, args)
-    gateway = start_kernel_gateway(Path(tempfile.mkdtemp(prefix="podstack-bench-gw-")))
-    try:
-        use("jupyter", jupyter_url=gateway.url, jupyter_token=gateway.token)
-        results["jupyter (kernel gateway)"] = measure(ip, args)
-    finally:
-        gateway.stop()
-    with ray_cluster() as address:
-        use("ray", ray_address=address, ray_connect="direct")
-        results["ray (direct)"] = measure(ip, args)
-        use("ray", ray_address=address, ray_connect="tunnel")
-        results["ray (tunnel)"] = measure(ip, args)
+    if "jupyter" in chosen:
+        gateway = start_kernel_gateway(Path(tempfile.mkdtemp(prefix="podstack-bench-gw-")))
+        try:
+            use("jupyter", jupyter_url=gateway.url, jupyter_token=gateway.token)
+            results["jupyter (kernel gateway)"] = measure(ip, args)
+        finally:
+            gateway.stop()
+    if "ray" in chosen:
+        with ray_cluster() as address:
+            use("ray", ray_address=address, ray_connect="direct")
+            results["ray (direct)"] = measure(ip, args)
+            use("ray", ray_address=address, ray_connect="tunnel")
+            results["ray (tunnel)"] = measure(ip, args)
+    if "team" in chosen:
+        server = start_team_server(Path(tempfile.mkdtemp(prefix="podstack-bench-team-")), grace=60)
+        try:
+            project_id, key = server.new_project()
+            use("team", registry_url=server.url, api_key=key, project_id=project_id)
+            results["team (podstack server)"] = measure(ip, args)
+        finally:
+            server.stop()
+            server.close_accounts()
     use("local")
     peer = ipyparallel_figures(ip, args)
     if peer is not None:

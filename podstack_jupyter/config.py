@@ -23,7 +23,8 @@ the ``PODSTACK_`` prefix):
                            the home) or ``postgresql://...``
 ``PODSTACK_ARTIFACT_ROOT`` where artifact files go: a folder or a URL (``file://``,
                            ``s3://bucket/prefix``; default <home>/artifacts)
-``PODSTACK_BACKEND``       compute backend for ``%%gpu``: ``local`` (default), ``ray``, ``jupyter``
+``PODSTACK_BACKEND``       compute backend for ``%%gpu``: ``local`` (default), ``ray``, ``jupyter``,
+                           ``team`` (sessions from the ``podstack server`` at the registry URL)
 ``PODSTACK_LOCAL_GPUS``    declared GPU inventory for the local backend, e.g. ``L40S:2,T4``
 ``PODSTACK_RAY_ADDRESS``   Ray cluster for the ``ray`` backend (``host:6379``, ``ray://host:10001``,
                            ``auto``); unset: a cluster this process already joined, else Ray's default

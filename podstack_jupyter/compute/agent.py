@@ -51,10 +51,12 @@ class Agent:
         self.spaces = {}  # call site -> namespace of one @gpu function's calls
         self.outbox = {}  # request id -> results sent, until the notebook confirms them
         self.waiting = {}  # request id -> an exec whose large buffers the notebook is writing
-        self.pool = wire.BufferPool()  # memory the notebook writes large buffers into, reused
+        self.pool = wire.BufferPool(tracker=wire.write_tracker())  # where the notebook writes large buffers
+        self.codec.tracker = self.pool.tracker  # received arrays still unwritten after a cell are not hashed again
         self.context = {}  # the notebook's context for the running cell (e.g. its active tracked run)
         self.on_cell_end = []  # callables run before a cell's results are sent (e.g. flush metrics)
         self._tagged = None  # the execute_request (async cell) now running, if any
+        self._received_args = None  # (site, containers of a running @gpu call's arguments as received)
         self.kernel.comm_manager.register_target(TARGET, self._on_open)
         shell.events.register("pre_run_cell", self._pre_run_cell)
         shell.events.register("post_run_cell", self._post_run_cell)
@@ -191,11 +193,14 @@ class Agent:
         if data.get("inline"):  # the notebook could not write into this process: the parts came along
             memories = {int(i): buffers[k] for i, k in data["inline"].items()}
         else:
+            for memory in memories.values():
+                self.pool.filled(memory)
             memories = {i: memoryview(m)[:parts[i]["n"]] for i, m in memories.items()}
         self._step(original, original_buffers, memories)
 
     def _step(self, data, buffers, memories):
         rid = data["id"]
+        self._received_args = None
         kind = data.get("kind", "cell")
         names = _Names(data)
         existed = {n for n in (*names.binds, *names.deletes) if self._get(n) is not wire.MISSING}
@@ -237,13 +242,14 @@ class Agent:
             entry = self.outbox.pop(rid, None)
             if entry is not None:
                 for name, (value, fp) in entry["agreed"].items():
-                    self._agree(name, value, fp)
+                    if name not in entry.get("dropped", ()):
+                        self._agree(name, value, fp)
                 self.codec.commit_sent(entry["packet"])
         for rid, left in (data.get("nacks") or {}).items():
             entry = self.outbox.pop(rid, None)
             if entry is not None:  # values that stay here: count them as agreed so they are not resent
                 for name in left:
-                    if name in entry["agreed"]:
+                    if name in entry["agreed"] and name not in entry.get("dropped", ()):
                         self._agree(name, *entry["agreed"][name])
         self.codec.forget(data.get("forgotten", ()))
         if data.get("reset_held"):
@@ -328,6 +334,7 @@ class Agent:
         """Call a @gpu function as a local call would: no cell around it, its own frames only."""
         space = self.spaces[site]
         fn, args, kwargs = space["fn"], space["args"], space["kwargs"]
+        self._received_args = (site, wire.containers((args, kwargs))[0])  # to say which came back changed
         self.shell.events.trigger("pre_execute")
         try:
             space["ret"] = fn(*args, **kwargs)
@@ -421,7 +428,9 @@ class Agent:
                 parts.append({"i": len(inline)})
                 inline.append(part)
         offer = sum(part.nbytes for part in inline) > names.offer_limit
-        self.outbox[rid] = {"packet": packet, "agreed": dict(changed)}
+        # a call's return value is dropped here after it goes: it must not count as agreed once confirmed,
+        # or the same value (None, say) returned by the next call would be taken as unchanged and not sent
+        self.outbox[rid] = {"packet": packet, "agreed": dict(changed), "dropped": set(names.drop_after)}
         same = [n for n in changed if self._is_synced_obj(n, changed[n][0])]
         same_as = _aliases({n: v for n, (v, fp) in changed.items()}, self.synced, self._get, self._is_synced_obj)
         for name in absent:
@@ -429,11 +438,12 @@ class Agent:
             self.synced_obj.pop(name, None)
         for name in names.drop_after:
             self._pop(name)
+        origins = self._origins(changed)
         reply = {"op": "done", "id": rid, "status": "ok", "landed": sorted(landed),
                  "pull": {"names": list(changed), "fps": {n: fp for n, (_, fp) in changed.items()}, "same": same,
                           "same_as": same_as,
                           "parts": parts, "sources": packet.sources, "bytes": packet.nbytes,
-                          "format": packet.format},
+                          "format": packet.format, "origins": origins},
                  "absent": absent, "unsendable": unsendable}
         if offer:  # too much to push at the notebook unasked: it says whether it has room first
             reply["offer"] = True
@@ -441,6 +451,23 @@ class Agent:
         else:
             self._send(reply, buffers=inline, after_output=True)
         self.codec.sources_sent.update(packet.sources)
+
+    def _origins(self, changed):
+        """For a @gpu call whose arguments go back: [after, before] index pairs of their containers
+        that are the very ones received (``wire.containers`` order), so the notebook changes the
+        caller's own containers in place at any depth. None: not a call, or too large to walk."""
+        received, self._received_args = self._received_args, None
+        if received is None:
+            return None
+        site, before = received
+        args, kwargs = f"{CALL_PREFIX}{site}:args", f"{CALL_PREFIX}{site}:kwargs"
+        if args not in changed and kwargs not in changed:
+            return None
+        after, shape = wire.containers((self._get(args), self._get(kwargs)))
+        if shape is None:
+            return None
+        index = {id(obj): i for i, obj in enumerate(before)}
+        return [[j, index[id(obj)]] for j, obj in enumerate(after) if id(obj) in index]
 
     def _resend(self, data):
         """Send results again: as frames (the notebook cannot read this process's memory, or it

@@ -70,6 +70,8 @@ class Landed:
 class _Call:
     site: str
     values: dict  # fn, args, kwargs
+    shape: str | None = None  # wire.containers' hash of (args, kwargs): their structure, sharing included
+    before: list = field(default_factory=list)  # wire.containers of (args, kwargs) as sent, before landing
 
 
 # -- the entry points ---------------------------------------------------------------------------------
@@ -189,11 +191,15 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
     inputs = [n for n in sorted(reads) if n in pushed or n in state.synced]
     drop_after = []
     if call is not None:
+        # the session's arguments must have the caller's structure, sharing included, for changes made in
+        # place at any depth to land in the caller's own containers: unchanged content in a new structure goes
+        call.before, call.shape = wire.containers((call.values["args"], call.values["kwargs"]))
+        reshaped = call.shape is None or state.call_shapes.get(call.site) != call.shape
         for key, value in call.values.items():
             qualified = f"@{call.site}:{key}"
             fp = _fingerprint(codec, getattr(call.values["fn"], "__name__", "the function") if key == "fn"
                               else f"argument of {getattr(call.values['fn'], '__name__', 'the function')}()", value)
-            if fp != state.synced.get(qualified):
+            if fp != state.synced.get(qualified) or (reshaped and key != "fn"):
                 pushed[qualified] = (value, fp)
                 plain = plain and codec.plain
         inputs += [f"@{call.site}:args", f"@{call.site}:kwargs"]
@@ -249,6 +255,8 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
                             pull=pull, timeout=timeout, sink=sink, call=call, hidden=hidden, allow_stdin=allow_stdin,
                             _full=True)
         state.resolve(data["id"], reply)
+        if call is not None:  # known again once the call's results landed
+            state.call_shapes[call.site] = None
         if status == "failed":
             if (reply.get("error") or {}).get("ename") == "KeyboardInterrupt":  # it landed before the cell ran
                 raise KeyboardInterrupt
@@ -260,7 +268,10 @@ def run_step(session: GPUSession, namespace: dict, *, kind: str, code: str | Non
             raise _remote_error(reply, step, data["id"])
         if status != "ok":
             raise PodstackError(f"the GPU session answered {status!r}; run %gpu restart if this persists")
-        return _apply(session, state, namespace, step, names, call)
+        landed = _apply(session, state, namespace, step, names, call)
+        if call is not None:  # the structure of the arguments the session holds now: the caller's
+            state.call_shapes[call.site] = call.shape
+        return landed
     except KeyboardInterrupt:  # the session finished the step, but its results were not taken in here
         state.lose(data["id"], touched)
         raise
@@ -351,14 +362,7 @@ def _apply(session: GPUSession, state, namespace: dict, step: StepResult, names:
         del merged
         if call is not None:
             prefix = f"@{call.site}:"
-            for key in ("args", "kwargs"):  # arguments the function changed in place: the caller's objects change
-                new = values.get(prefix + key)
-                if new is not None:
-                    old = call.values[key]
-                    pairs = zip(old, new) if key == "args" else ((old[k], new[k]) for k in old if k in new)
-                    for before, after in pairs:
-                        if before is not after:
-                            wire.merge_container(before, after)
+            _merge_arguments(call, values, pull.get("origins"))
             landed.call = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
             for key in ("args", "kwargs"):
                 if prefix + key in values:
@@ -390,6 +394,35 @@ def _apply(session: GPUSession, state, namespace: dict, step: StepResult, names:
         if not name.startswith("@"):
             print(f"[podstack] {name!r} stays in the GPU session: {why}", file=sys.stderr)
     return landed
+
+
+def _merge_arguments(call: _Call, values: dict, origins) -> None:
+    """Arguments the function changed in place: the caller's own containers change, at any depth.
+    ``origins`` pairs each container of the returned arguments with the one it was when the
+    session received them (``wire.containers`` order on both ends); without it (arguments
+    too large to walk) only the top-level ones are merged."""
+    prefix = f"@{call.site}:"
+    new_args, new_kwargs = values.get(prefix + "args"), values.get(prefix + "kwargs")
+    if new_args is None and new_kwargs is None:
+        return
+    args, kwargs = call.values["args"], call.values["kwargs"]
+    if origins is None:
+        pairs = []
+        if new_args is not None:
+            pairs += zip(new_args, args)
+        if new_kwargs is not None:
+            pairs += ((new_kwargs[k], kwargs[k]) for k in kwargs if k in new_kwargs)
+    else:
+        before = call.before  # walked before the results landed: keyed instances among them changed since
+        after = wire.containers((args if new_args is None else new_args, kwargs if new_kwargs is None else new_kwargs))[0]
+        pairs = [(after[j], before[i]) for j, i in origins if j < len(after) and i < len(before)]
+        del before, after
+    merged = [(new, old) for new, old in pairs if new is not old and wire.merge_container(old, new)]
+    if origins is not None and len(merged) < sum(1 for new, old in pairs if new is not old):
+        call.shape = None  # some could not be merged: the structures differ, send them whole next time
+    del pairs
+    # what the merged containers hold is the caller's too (the caller's kwargs dict took the new one's items)
+    wire.keep_merged_shared(merged, {"args": args if new_args is None else new_args, "kwargs": kwargs})
 
 
 class _LeftRemote(Exception):

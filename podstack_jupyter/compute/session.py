@@ -55,6 +55,7 @@ del _podstack_bootstrap
 _START_TIMEOUT = 60.0  # seconds for a started kernel to answer and load the agent
 _ALIVE_CHECK_INTERVAL = 0.5
 _INTERRUPT_GRACE = 0.8  # seconds to let an interrupted remote report back before we give up waiting
+_HANDLER_POLL = 0.05  # how often the deadline and interrupts are looked at while a handler runs
 _SETTLE_GRACE = 5.0  # seconds the next cell waits for an interrupted one to report back
 _OFFER_LIMIT = 64 << 20  # results larger than this are offered first, so the notebook can say it has no room
 
@@ -141,6 +142,7 @@ class SyncState:
         self.reset_held = False
         self.inflight: dict[str, dict] = {}
         self.together: set[tuple[str, str]] = set()  # (holder, held): sent as one batch, one object there
+        self.call_shapes: dict[str, str | None] = {}  # @gpu site -> structure of the arguments the session holds
 
     def agree(self, name: str, value, fingerprint: str):
         self.synced[name] = fingerprint
@@ -252,7 +254,7 @@ class GPUSession:
         self.remote_python: tuple | None = None
         self.sync: SyncState | None = None  # what this session and the notebook agree they both hold
         self.relay = CommRelay(self)
-        self.pool = wire.BufferPool()  # memory large results are copied into, reused
+        self.pool = wire.BufferPool(tracker=wire.write_tracker())  # memory large results are copied into, reused
         self.cell_context: dict = {}  # what the notebook sent with the running (or last) cell: hooks.event_origin()
         self._comm_id = uuid.uuid4().hex
         self._lock = threading.RLock()
@@ -260,11 +262,13 @@ class GPUSession:
         self._late: dict[str, dict] = {}  # replies to steps we stopped waiting for
         self._rpc_answers: dict[str, dict] = {}  # request id -> answer, for agent.call()
         self._rpc_prompts: dict[str, dict] = {}  # request id -> the input_request waiting for it
+        self._handlers: _HandlerThread | None = None  # where agent-event handlers run
 
     def sync_state(self, namespace: dict) -> SyncState:
         """What this session and ``namespace`` agree they both hold (made on first use)."""
         if self.sync is None:
             self.sync = SyncState(namespace)
+            self.sync.codec.tracker = self.pool.tracker  # pulled arrays still unwritten are not hashed again
             # marshal carries plain builtins fast, but its format is only shared by the same Python
             self.sync.codec.marshal_ok = self.remote_python == tuple(sys.version_info[:2])
         return self.sync
@@ -584,7 +588,7 @@ class GPUSession:
                     if op == "done":
                         self._late[data.get("id")] = msg
                     continue
-            if self._handle_side_message(msg):
+            if self._handle_side_message(msg, deadline):
                 continue
             if _parent(msg) in ours:
                 self._relay_output(msg, sink, result)
@@ -602,8 +606,10 @@ class GPUSession:
         elif kind == "error" and result is not None:
             result.error = content
 
-    def _handle_side_message(self, msg) -> bool:
-        """Agent events (answered now) and comms the session opened (widgets): True if handled."""
+    def _handle_side_message(self, msg, deadline: float | None = None) -> bool:
+        """Agent events (answered now) and comms the session opened (widgets): True if handled.
+        A handler runs on the session's handler thread while this one keeps watching ``deadline``,
+        the kernel's life and interrupts (see :class:`_HandlerThread`)."""
         kind = msg["msg_type"]
         if kind not in ("comm_msg", "comm_open", "comm_close"):
             return False
@@ -629,13 +635,16 @@ class GPUSession:
             if not data.get("reply"):
                 return True
         else:
-            try:
-                with hooks.dispatching(self.id, self.cell_context):
-                    answer = {"result": handler(data, msg["buffers"])}
-            except Exception as exc:  # reported to the remote caller, or printed
+            job = self._call_handler(handler, data, msg["buffers"], deadline)
+            if job.error is None:
+                answer = {"result": job.result}
+            elif isinstance(job.error, Exception):  # reported to the remote caller, or printed
+                exc = job.error
                 answer = {"error": str(exc), "type": type(exc).__name__}
                 if not data.get("reply"):
                     print(f"[podstack] {op} from the GPU session failed: {exc}", file=sys.stderr)
+            else:
+                raise job.error
         if data.get("reply"):
             prompt = self._rpc_prompts.pop(data.get("id"), None)
             if prompt is not None:
@@ -643,6 +652,30 @@ class GPUSession:
             else:
                 self._rpc_answers[data["id"]] = answer
         return True
+
+    def _call_handler(self, handler, data: dict, buffers: list, deadline: float | None) -> "_Job":
+        """Run ``handler(data, buffers)`` on the handler thread and wait for it here; the finished
+        job holds its result or error. A slow handler (a registry call answered over the network)
+        must not hold back the step's timeout, Ctrl-C (which reaches this thread) or noticing that
+        the kernel died. A handler given up on that way finishes on its own, its answer dropped;
+        later events get a new thread. Messages stay in order: nothing else is read meanwhile."""
+        worker = self._handlers
+        if worker is None or worker.stuck:
+            worker = self._handlers = _HandlerThread()
+        job = worker.submit(handler, data, buffers, self.id, dict(self.cell_context))
+        last_check = time.monotonic()
+        try:
+            while not job.done.wait(_HANDLER_POLL):
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    raise ExecutionTimeoutError("timeout")
+                if now - last_check > _ALIVE_CHECK_INTERVAL:
+                    last_check = now
+                    self._check_alive()
+        except BaseException:
+            worker.retire()  # it is still busy with this job: the next event gets another thread
+            raise
+        return job
 
     def _answer_input(self, msg):
         content = msg["content"]
@@ -775,6 +808,8 @@ class GPUSession:
             return
         self.relay.close_all()
         self.pool.clear()
+        if self._handlers is not None:
+            self._handlers.retire()
         try:
             if self.kernel is not None:
                 self.kernel.shutdown()
@@ -799,6 +834,54 @@ class GPUSession:
             "bytes_received": kernel.bytes_received if kernel is not None else 0,
             "reason": self._dead_reason,
         }
+
+
+class _Job:
+    __slots__ = ("handler", "data", "buffers", "session_id", "context", "done", "result", "error")
+
+    def __init__(self, handler, data, buffers, session_id, context):
+        self.handler, self.data, self.buffers = handler, data, buffers
+        self.session_id, self.context = session_id, context
+        self.done = threading.Event()
+        self.result = self.error = None
+
+
+class _HandlerThread:
+    """One daemon thread that runs a session's agent-event handlers in the order they came,
+    inside ``hooks.dispatching`` (so ``event_origin()`` answers there). ``stuck``: the session
+    stopped waiting for its current job; it ends after that job and a new one takes over."""
+
+    def __init__(self):
+        import queue
+
+        self.stuck = False
+        self._jobs: "queue.SimpleQueue[_Job]" = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="podstack-agent-events", daemon=True)
+        self._thread.start()
+
+    def submit(self, handler, data, buffers, session_id, context) -> _Job:
+        job = _Job(handler, data, buffers, session_id, context)
+        self._jobs.put(job)
+        return job
+
+    def retire(self):
+        """End after the job it is running (the session no longer waits for it)."""
+        self.stuck = True
+        self._jobs.put(None)
+
+    def _run(self):
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                with hooks.dispatching(job.session_id, job.context):
+                    job.result = job.handler(job.data, job.buffers)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                job.error = exc
+            finally:
+                job.done.set()
+            del job
 
 
 class _NoAgentReply(Exception):

@@ -27,6 +27,10 @@ exact content the receiver already holds under its key is not sent at all.
 memo-less pickle of it in which keyed buffers appear as their key and content
 hash: several times cheaper than the pickle that moves it, and computed by each
 end in its own process.
+A large buffer copied into this process's memory keeps the hash the sender
+gave it for as long as none of its pages is written (:class:`WriteTracker`:
+userfaultfd write protection read back through ``PAGEMAP_SCAN``), so an array
+a cell only reads is not read again to find that out.
 
 **Landing.** A batch is decoded completely before anything is committed;
 objects updated in place during decoding are restored if decoding fails; array
@@ -59,7 +63,8 @@ except ImportError:  # pragma: no cover - a dependency of the package; the sessi
 
 __all__ = ["Codec", "ObjectTable", "Packet", "Landing", "MissingKeyError", "HASH_NAME", "INLINE_LIMIT",
            "MISSING", "is_atom", "vm_read", "vm_write", "allocate", "address_of", "merge_container",
-           "keep_merged_shared", "held_inside", "BufferPool", "interrupts_held"]
+           "keep_merged_shared", "held_inside", "containers", "BufferPool", "WriteTracker", "write_tracker",
+           "interrupts_held"]
 
 HASH_NAME = "xxh3_128" if xxhash is not None else "blake2b"
 INLINE_LIMIT = 1 << 20  # buffers below this ride in the message even when both ends share a machine
@@ -439,7 +444,13 @@ class Codec:
         self._fingerprint_out = None
         self.plain = False  # whether the last value fingerprinted was plain builtins (marshal may carry it)
         self._object_tokens: dict[int, tuple] = {}  # key -> (pointers hash, elements kept alive, token, plain)
-        self.table.on_died.append(lambda key: self._object_tokens.pop(key, None))
+        self.tracker: WriteTracker | None = None  # the tracker of the pool received buffers land in, if any
+        self._received: dict[int, tuple] = {}  # key -> (region, epoch, address, nbytes, token): see _buffer_token
+        self.table.on_died.append(self._died)
+
+    def _died(self, key):
+        self._object_tokens.pop(key, None)
+        self._received.pop(key, None)
 
     # --- one pass group: fingerprints and the transfer that follows them see the same values ---
     def begin(self):
@@ -452,11 +463,38 @@ class Codec:
         token = self._buffer_tokens.get(key)
         if token is None:
             view = pickle.PickleBuffer(data).raw()  # flat bytes of any contiguous layout
-            h = _new_hash(self.hash_name)
-            h.update(view)
-            token = f"{view.nbytes:x}:{h.hexdigest()}"
+            received = self._received.get(key)
+            if received is not None:  # the very memory it arrived in, and not one page written since
+                region, epoch, address, nbytes, token = received
+                if view.nbytes != nbytes or view.readonly or address_of(view) != address \
+                        or not self.tracker.unchanged(region, epoch, address, nbytes):
+                    del self._received[key]  # hashed from now on
+                    token = None
+            if token is None:
+                h = _new_hash(self.hash_name)
+                h.update(view)
+                token = f"{view.nbytes:x}:{h.hexdigest()}"
             self._buffer_tokens[key] = token
         return token
+
+    def _note_received(self, key, value, token):
+        """``value`` (an array or tensor just rebuilt on received memory) holds what ``token`` says:
+        remembered while its memory is tracked and unwritten (:class:`WriteTracker`)."""
+        tracker = self.tracker
+        if tracker is None or not token:
+            return
+        try:
+            if type(value).__module__ != "numpy":  # a tensor: its bytes, as _tensor hashes them
+                value = value.detach().reshape(-1).view(sys.modules["torch"].uint8).numpy()
+            view = pickle.PickleBuffer(value).raw()
+            address = address_of(view)
+        except (BufferError, TypeError, ValueError, AttributeError, RuntimeError):
+            return
+        if view.nbytes < INLINE_LIMIT:
+            return
+        where = tracker.region_of(address, view.nbytes)
+        if where is not None:
+            self._received[key] = (*where, address, view.nbytes, token)
 
     def _objects_token(self, key, flat) -> tuple[str, bytes | None]:
         """(hash, marshalled elements or None) of a flat object array. "m:" hashes are of the
@@ -605,6 +643,7 @@ class Landing:
         self.bindings: list = []
         self.tokens: dict[int, str] = {}
         self.remembered: list = []
+        self.received: list = []  # (key, array or tensor rebuilt on received memory, its token)
 
     def rollback(self):
         for obj, saved_dict, saved_items in reversed(self.snapshots):
@@ -625,6 +664,8 @@ class Landing:
         table.held.update(self.tokens)
         for key, obj, token in self.remembered:
             self.codec.remember_objects(key, obj, token)
+        for key, obj, token in self.received:
+            self.codec._note_received(key, obj, token)
         self.copies.clear()
         self.snapshots.clear()
 
@@ -699,6 +740,8 @@ def _buffer(key, token, meta, buf):
         landing.copies.append((existing, value))
     else:
         landing.bindings.append((key, value))
+        if meta[0] != "objects" and landing.codec.tracker is not None:
+            landing.received.append((key, value, token))
     if meta[0] == "objects":
         landing.remembered.append((key, target, token))
     return target
@@ -844,6 +887,8 @@ def keep_merged_shared(pairs: list, values: dict) -> None:
             if old is not None:
                 obj[where] = old
                 replaced[0] += 1
+                if _walkable(old):  # it took the new one's contents, which may be new objects too
+                    stack.append(old)
             elif type(item) is tuple:
                 obj[where] = _retuple(item, merged, replaced)
                 stack.append(obj[where])
@@ -915,6 +960,50 @@ def held_inside(holders: dict, namespace: dict, allowed=None, kept: dict | None 
     return found
 
 
+def containers(root, budget: int = _WALK_BUDGET) -> tuple[list, str | None]:
+    """The lists, dicts, sets and bytearrays inside ``root`` (through lists, dicts, tuples and the
+    attributes of instances), each once, in an order both ends find alike for the same structure,
+    and a hash of that structure with its sharing (None when it is larger than ``budget`` items).
+    Used to tell which containers of a @gpu call's arguments the function changed in place, at
+    any depth (instances themselves land in place by key)."""
+    found, index, shape, instances = [], {}, [], set()
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        kind = type(obj)
+        items = obj.values() if kind is dict else obj if kind in (list, tuple) else _attributes(obj).values()
+        shape.append(kind.__name__[0])
+        children = []
+        for item in items:
+            budget -= 1
+            if budget < 0:
+                return found, None
+            kind = type(item)
+            if kind in (list, dict, set, bytearray):
+                seen = index.get(id(item))
+                if seen is None:
+                    seen = index[id(item)] = len(found)
+                    found.append(item)
+                    if kind in (list, dict):
+                        children.append(item)
+                shape.append(str(seen))
+            elif kind is tuple:
+                children.append(item)
+                shape.append("t")
+            elif kind not in _ATOMS and _walkable(item):
+                if id(item) not in instances:
+                    instances.add(id(item))
+                    children.append(item)
+                shape.append("o")
+            else:
+                shape.append(".")
+        shape.append(";")
+        stack.extend(reversed(children))
+    digest = _new_hash(HASH_NAME)
+    digest.update(",".join(shape).encode())
+    return found, digest.hexdigest()
+
+
 def _walkable(value) -> bool:
     """Lists, dicts and instances with an attribute dict (looked up without running the object's code)."""
     kind = type(value)
@@ -977,6 +1066,182 @@ def allocate(nbytes: int) -> mmap.mmap:
     return memory
 
 
+class _Range(ctypes.Structure):
+    _fields_ = [("start", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _UffdApi(ctypes.Structure):
+    _fields_ = [("api", ctypes.c_uint64), ("features", ctypes.c_uint64), ("ioctls", ctypes.c_uint64)]
+
+
+class _UffdRegister(ctypes.Structure):
+    _fields_ = [("range", _Range), ("mode", ctypes.c_uint64), ("ioctls", ctypes.c_uint64)]
+
+
+class _UffdProtect(ctypes.Structure):
+    _fields_ = [("range", _Range), ("mode", ctypes.c_uint64)]
+
+
+class _PageRegion(ctypes.Structure):
+    _fields_ = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64), ("categories", ctypes.c_uint64)]
+
+
+class _PageScan(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "size", "flags", "start", "end", "walk_end", "vec", "vec_len", "max_pages", "category_inverted",
+        "category_mask", "category_anyof_mask", "return_mask")]
+
+
+def _iowr(kind: int, number: int, size: int) -> int:
+    return (3 << 30) | (size << 16) | (kind << 8) | number
+
+
+_USERFAULTFD = {"x86_64": 323, "aarch64": 282}
+_UFFD_FEATURES = (1 << 15) | (1 << 13)  # WP_ASYNC (the kernel resolves write faults itself), WP_UNPOPULATED
+_PAGE_IS_WRITTEN = 1 << 1
+
+
+class WriteTracker:
+    """Whether memory this process received was written since it arrived, without reading it.
+
+    Received buffers live in :class:`BufferPool` memory. Right after one is filled, its
+    region is write-protected with userfaultfd in asynchronous mode (Linux 6.7+): a later
+    write, from any thread, a syscall or another process, is let through by the kernel at
+    once and marks its page written, which ``PAGEMAP_SCAN`` reports (as CRIU tracks dirty
+    memory). So a received array still unchanged after a cell keeps the content hash the
+    sender gave it instead of being hashed again. The price: the first write to each page
+    of a protected region is a minor fault. Where any of this is missing (another OS, an
+    older kernel, no permission) ``available`` is False and everything is hashed as before.
+    """
+
+    def __init__(self):
+        self.available = False
+        self._regions: dict[int, list] = {}  # start -> [length, epoch]
+        self._uffd = self._pagemap = -1
+        try:
+            self._open()
+            self.available = self._works()
+        except (OSError, AttributeError, ValueError):
+            self.available = False
+        if not self.available:
+            self.close()
+
+    def _open(self):
+        number = _USERFAULTFD.get(os.uname().machine)
+        if number is None or not sys.platform.startswith("linux"):
+            raise OSError("no userfaultfd here")
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+        self._libc = libc
+        # not the user-mode-only kind an unprivileged process may get: a write by a syscall (read() into
+        # the buffer) must be let through and counted too, never refused
+        self._uffd = libc.syscall(number, os.O_CLOEXEC | os.O_NONBLOCK)
+        if self._uffd < 0:
+            raise OSError(ctypes.get_errno(), "userfaultfd")
+        api = _UffdApi(0xAA, _UFFD_FEATURES, 0)
+        self._ioctl(self._uffd, _iowr(0xAA, 0x3F, ctypes.sizeof(api)), api)
+        self._pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+
+    def _ioctl(self, fd, request, arg) -> int:
+        result = self._libc.ioctl(fd, request, ctypes.byref(arg))
+        if result < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return result
+
+    def _works(self) -> bool:
+        """Protect two pages, write one: the scan must see exactly that (else never trust it)."""
+        probe = mmap.mmap(-1, 2 * mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        try:
+            probe[:] = b"\1" * len(probe)
+            if not self.register(probe):
+                return False
+            start = address_of(probe)
+            self.protect(start)
+            clean = not self._written(start, len(probe))
+            probe[mmap.PAGESIZE + 7] = 2
+            seen = self._written(start + mmap.PAGESIZE, mmap.PAGESIZE) and not self._written(start, mmap.PAGESIZE)
+            return clean and seen
+        finally:
+            self.forget(probe)
+            probe.close()
+
+    def register(self, memory: mmap.mmap) -> bool:
+        """Track ``memory`` (a whole private anonymous mapping) from now on."""
+        start, length = address_of(memory), -(-len(memory) // mmap.PAGESIZE) * mmap.PAGESIZE
+        try:
+            self._ioctl(self._uffd, _iowr(0xAA, 0x00, ctypes.sizeof(_UffdRegister)),
+                        _UffdRegister(_Range(start, length), 1 << 1, 0))  # mode: write-protect
+        except OSError:
+            return False
+        self._regions[start] = [length, 0]
+        return True
+
+    def forget(self, memory: mmap.mmap):
+        """``memory`` is about to be unmapped (its registration ends with it)."""
+        if not memory.closed:
+            self._regions.pop(address_of(memory), None)
+
+    def protect(self, start: int, on: bool = True) -> int | None:
+        """Write-protect the whole region at ``start`` (just filled), or lift that (``on=False``:
+        it is about to be filled again, which must not fault page by page); returns its new epoch."""
+        region = self._regions.get(start)
+        if region is None:
+            return None
+        region[1] += 1  # whatever was recorded for it before is void
+        try:
+            self._ioctl(self._uffd, _iowr(0xAA, 0x06, ctypes.sizeof(_UffdProtect)),
+                        _UffdProtect(_Range(start, region[0]), 1 if on else 0))
+        except OSError:
+            return None
+        return region[1]
+
+    def region_of(self, address: int, nbytes: int) -> tuple[int, int] | None:
+        """(start, epoch) of the tracked region holding ``[address, address + nbytes)``."""
+        for start, (length, epoch) in self._regions.items():
+            if start <= address and address + nbytes <= start + length:
+                return start, epoch
+        return None
+
+    def unchanged(self, start: int, epoch: int, address: int, nbytes: int) -> bool:
+        """Whether no byte of ``[address, address + nbytes)`` was written since the region at
+        ``start`` was protected as ``epoch``. Anything uncertain counts as written."""
+        region = self._regions.get(start)
+        if region is None or region[1] != epoch:
+            return False
+        try:
+            return not self._written(address, nbytes)
+        except OSError:
+            return False
+
+    def _written(self, address: int, nbytes: int) -> bool:
+        first = address - address % mmap.PAGESIZE
+        found = _PageRegion()
+        scan = _PageScan(ctypes.sizeof(_PageScan), 0, first, address + nbytes, 0, ctypes.addressof(found), 1, 0,
+                         0, _PAGE_IS_WRITTEN, 0, _PAGE_IS_WRITTEN)
+        return self._ioctl(self._pagemap, _iowr(ord("f"), 16, ctypes.sizeof(_PageScan)), scan) > 0
+
+    def close(self):
+        for fd in (self._uffd, self._pagemap):
+            if fd >= 0:
+                os.close(fd)
+        self._uffd = self._pagemap = -1
+        self._regions.clear()
+        self.available = False
+
+
+_tracker: WriteTracker | None = None
+
+
+def write_tracker() -> WriteTracker:
+    """This process's one :class:`WriteTracker` (made on first use; maybe not ``available``)."""
+    global _tracker
+    if _tracker is None:
+        _tracker = WriteTracker()
+    return _tracker
+
+
 class BufferPool:
     """Memory for buffers copied in from the other process, reused once nothing uses it.
 
@@ -987,8 +1252,9 @@ class BufferPool:
     ``keep`` bytes of free buffers are kept.
     """
 
-    def __init__(self, keep: int = 2 << 30):
+    def __init__(self, keep: int = 2 << 30, tracker: WriteTracker | None = None):
         self.keep = keep
+        self.tracker = tracker if tracker is not None and tracker.available else None
         self._buffers: list[mmap.mmap] = []
 
     @staticmethod
@@ -1015,11 +1281,21 @@ class BufferPool:
         if chosen is not None:
             self._buffers.remove(chosen)
             self._buffers.append(chosen)
+            if self.tracker is not None:
+                self.tracker.protect(address_of(chosen), on=False)
             return chosen
         self._trim(idle)
         memory = allocate(nbytes)
+        if self.tracker is not None:
+            self.tracker.register(memory)
         self._buffers.append(memory)
         return memory
+
+    def filled(self, memory):
+        """``memory`` (taken from this pool) now holds what was received: from here on its
+        writes are tracked (see :class:`WriteTracker`)."""
+        if self.tracker is not None:
+            self.tracker.protect(address_of(memory))
 
     def _trim(self, idle: int):
         for memory in list(self._buffers):
@@ -1028,14 +1304,19 @@ class BufferPool:
             if not memory.closed and self._free(memory):
                 idle -= len(memory)
                 self._buffers.remove(memory)
-                memory.close()
+                self._close(memory)
         self._buffers = [m for m in self._buffers if not m.closed]
 
     def clear(self):
         for memory in self._buffers:
             if not memory.closed and self._free(memory):
-                memory.close()
+                self._close(memory)
         self._buffers = [m for m in self._buffers if not m.closed]
+
+    def _close(self, memory):
+        if self.tracker is not None:
+            self.tracker.forget(memory)
+        memory.close()
 
 
 def address_of(buf) -> int:
@@ -1060,6 +1341,8 @@ def vm_read(pid: int, address: int, nbytes: int, pool: BufferPool | None = None)
     view = memoryview(memory)[:nbytes]
     if nbytes:
         _vm_call("process_vm_readv", pid, address_of(memory), address, nbytes)
+    if pool is not None:
+        pool.filled(memory)
     return view
 
 

@@ -23,7 +23,9 @@ Structure:
 ``deps``      ``project``: the dependency that checks the key, the rate limit and the project
 ``accounts``  projects, users, memberships, API keys (keyed hashes), the server secret
 ``wire``      request bodies and the JSON of each entity (the SDK's fields, plus exact ones)
-``routers/``  experiments, runs, metrics, datasets, artifacts, models, health, files (signed URLs)
+``routers/``  experiments, runs, metrics, datasets, artifacts, models, health, files (signed URLs), kernels
+``kernels``   team mode: GPU sessions on the server's compute backend (``--backend``), relayed to notebooks
+              over Jupyter's v1 kernel websocket protocol
 ``_cli``      ``podstack server`` and ``podstack admin``
 
 Needs the ``server`` extra: ``pip install 'podstack-jupyter[server]'``.

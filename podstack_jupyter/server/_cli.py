@@ -3,7 +3,7 @@
 ::
 
     podstack server [--host 127.0.0.1] [--port 8080] [--db URL] [--artifacts URL] [--rate-limit N] [--burst N]
-                    [--url-expires SECONDS]
+                    [--url-expires SECONDS] [--backend NAME] [--kernel-grace SECONDS]
     podstack admin project create NAME              # the new project's id, alone on the last line
     podstack admin project list
     podstack admin key create --project NAME_OR_ID [--user NAME]   # the new key, alone on the last line
@@ -66,6 +66,17 @@ def serve(config, log_level: str = "info") -> None:
 def _server(args) -> int:
     config = _config(args)
     config.rate, config.burst = args.rate_limit, args.burst
+    config.backend, config.kernel_grace = args.backend, args.kernel_grace
+    if args.kernel_grace <= 0:
+        print(f"--kernel-grace must be above 0 seconds, got {args.kernel_grace:g}", file=sys.stderr)
+        return 2
+    if args.backend is not None:
+        from ..compute.backends import available_backends
+
+        choices = [name for name in available_backends() if name != "team"]
+        if args.backend not in choices:
+            print(f"--backend must be one of {', '.join(choices)}, got {args.backend!r}", file=sys.stderr)
+            return 2
     if args.url_expires is not None:
         if not 1 <= args.url_expires <= 7 * 24 * 3600:
             print(f"--url-expires must be 1 to 604800 seconds, got {args.url_expires}", file=sys.stderr)
@@ -187,6 +198,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--burst", type=float, default=1000.0, metavar="N", help="burst allowed per key (default 1000)")
     parser.add_argument("--url-expires", type=int, default=None, metavar="SECONDS",
                         help="how long a signed artifact URL lives (default: 900 to upload, 300 to download)")
+    parser.add_argument("--backend", default=None, metavar="NAME",
+                        help="compute backend GPU sessions of team mode are placed on: local, ray, jupyter "
+                             "(default: PODSTACK_BACKEND of the server, else local)")
+    parser.add_argument("--kernel-grace", type=float, default=60.0, metavar="SECONDS",
+                        help="how long a team session lives on after its notebook's connection is gone (default 60)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(func=_server)
 

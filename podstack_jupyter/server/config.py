@@ -18,6 +18,9 @@ class ServerConfig:
     ``secret_file``: the server's secret (default ``<home>/server-secret``; see
     :mod:`.accounts`). ``rate``/``burst``: requests a second per API key and the burst allowed
     (``rate=0``: no limit). ``upload_expires``/``download_expires``: seconds a signed URL lives.
+    ``backend``: the compute backend team sessions are placed on (default: the server's
+    ``PODSTACK_BACKEND``, else ``local``); ``kernel_grace``: seconds a team session lives on
+    without a notebook attached.
     """
 
     db: str | None = None
@@ -31,6 +34,8 @@ class ServerConfig:
     download_expires: int = 300
     graceful_timeout: float = 30.0
     sweep_interval: float = 600.0
+    backend: str | None = None
+    kernel_grace: float = 60.0
 
     def resolved(self) -> "ServerConfig":
         """A copy with the database and artifact root filled in from the podstack settings."""

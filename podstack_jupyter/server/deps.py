@@ -9,7 +9,7 @@ are simply not found (404).
 
 from __future__ import annotations
 
-from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from ..errors import AuthenticationError, RateLimitError
 from .state import ProjectContext
@@ -21,7 +21,7 @@ class ForbiddenError(AuthenticationError):
     """The key is valid but not for what was asked (another project): answered with 403."""
 
 
-def _token(request: Request) -> str | None:
+def _token(request: HTTPConnection) -> str | None:
     header = request.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
@@ -31,8 +31,8 @@ def _token(request: Request) -> str | None:
     return request.query_params.get("token") or None
 
 
-def project(request: Request) -> ProjectContext:
-    """The request's project context (see the module docstring)."""
+def project(request: HTTPConnection) -> ProjectContext:
+    """The request's project context (see the module docstring); websockets are checked the same way."""
     state = request.app.state.podstack
     token = _token(request)
     if token is None:

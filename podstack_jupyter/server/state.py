@@ -67,6 +67,7 @@ class ServerState:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._services: dict[str, object] = {}  # long-lived parts made on first use (team kernels, ...)
 
     # -- life ----------------------------------------------------------------------------------
     def open(self) -> "ServerState":
@@ -81,8 +82,28 @@ class ServerState:
             self._sweeper.start()
         return self
 
+    def service(self, name: str, factory):
+        """The long-lived part ``name`` of this server (e.g. the team sessions), made by ``factory()``
+        on first use; its ``close()`` is called when the server stops."""
+        with self._lock:
+            found = self._services.get(name)
+            if found is None:
+                if self._stop.is_set():
+                    from ..errors import PodstackError
+
+                    raise PodstackError("the server is stopping")
+                found = self._services[name] = factory()
+            return found
+
     def close(self) -> None:
         self._stop.set()
+        with self._lock:
+            services, self._services = list(self._services.values()), {}
+        for part in services:
+            try:
+                part.close()
+            except Exception:  # noqa: BLE001 - the others must close too
+                log.exception("podstack server: closing %r failed", part)
         if self._sweeper is not None:
             self._sweeper.join(5)
         if self.store is not None:

@@ -450,12 +450,6 @@ class TrackingClient:
                 raise InvalidArgumentError(f"experiment_id must be an id or a list of ids, got {experiment_ids!r}")
             experiment_ids = [V.identifier("experiment_id", e.id if isinstance(e, Experiment) else e)
                               for e in experiment_ids]
-            for experiment_id in experiment_ids:  # an unknown id would find nothing without a word
-                if self.store.get_experiment(experiment_id) is None:
-                    named = self.store.get_experiment_by_name(experiment_id)
-                    hint = (f"; {experiment_id!r} is the name of experiment {named['id']!r}: pass its id "
-                            f"(registry.get_experiment_by_name({experiment_id!r}).id)") if named else ""
-                    raise ExperimentNotFoundError(f"search_runs: no experiment with id {experiment_id!r}{hint}")
         if statuses is not None:
             statuses = [statuses] if isinstance(statuses, str) else statuses
             if not isinstance(statuses, (list, tuple)):
@@ -471,7 +465,17 @@ class TrackingClient:
         query = {"experiment_ids": experiment_ids, "statuses": list(statuses) if statuses else None,
                  "clauses": clauses, "order_by": parse_order_by(order_by),
                  "max_results": min(max_results, _MAX_RESULTS)}
-        return self.store.search_runs(query)
+        try:  # the store checks the experiment ids in the same request: one round trip to a server
+            return self.store.search_runs(query)
+        except ExperimentNotFoundError as exc:
+            for experiment_id in experiment_ids or ():  # a name where an id belongs is the usual slip
+                named = self.store.get_experiment_by_name(experiment_id)
+                if named and self.store.get_experiment(experiment_id) is None:
+                    raise ExperimentNotFoundError(
+                        f"search_runs: no experiment with id {experiment_id!r}; {experiment_id!r} is the name of "
+                        f"experiment {named['id']!r}: pass its id (registry.get_experiment_by_name("
+                        f"{experiment_id!r}).id)") from None
+            raise exc from None
 
     def compare_runs(self, run_ids, metric_keys=None) -> list[dict]:
         """For each run (in the order given): ``run_id``, ``name``, ``status``, ``experiment_id``,

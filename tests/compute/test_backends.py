@@ -45,7 +45,7 @@ def test_local_is_registered_by_entry_point_and_unknown_names_list_what_is_insta
     with pytest.raises(ConfigurationError) as info:
         backends.get_backend("rya")
     assert "unknown compute backend 'rya'" in info.value.message
-    assert "installed: jupyter, local, ray, tcp-test" in info.value.message
+    assert "installed: jupyter, local, ray, tcp-test, team" in info.value.message
 
 
 def test_a_backend_that_cannot_load_is_a_configuration_error(install_backend):

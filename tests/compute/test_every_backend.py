@@ -1,5 +1,6 @@
 """What a user meets in a %%gpu cell, on every backend: the local kernel, a kernel of a real
-jupyter-kernel-gateway on loopback, and a Ray actor's kernel on a real local Ray cluster.
+jupyter-kernel-gateway on loopback, a Ray actor's kernel on a real local Ray cluster, and a
+session a real ``podstack server`` hands out (team mode).
 
 The same cells, the same expectations: variables travel both ways, output streams while the
 cell runs, an interrupt stops the remote, a killed kernel is a clear error that changes
@@ -25,9 +26,10 @@ from podstack_jupyter.errors import SessionDiedError
 
 from jupyter_servers import start_kernel_gateway
 from ray_cluster import ray_cluster
+from team_server import forget_team_server, start_team_server, use_team_server
 from _cells import interrupt_when_printed, run
 
-BACKENDS = ["local", "jupyter", "ray"]
+BACKENDS = ["local", "jupyter", "ray", "team"]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,14 @@ def ray_address():
         yield address
 
 
+@pytest.fixture(scope="module")
+def team_server(tmp_path_factory):
+    server = start_team_server(tmp_path_factory.mktemp("team-server"))
+    yield server
+    server.stop()
+    server.close_accounts()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request, monkeypatch):
     """Points PODSTACK_BACKEND at one backend (its server or cluster started once per module)."""
@@ -54,9 +64,14 @@ def backend(request, monkeypatch):
         monkeypatch.setenv("PODSTACK_JUPYTER_TOKEN", server.token)
     elif name == "ray":
         monkeypatch.setenv("PODSTACK_RAY_ADDRESS", request.getfixturevalue("ray_address"))
+    elif name == "team":
+        server = request.getfixturevalue("team_server")
+        use_team_server(monkeypatch, server, *server.new_project())
     config.reset()
     yield name
     sessions.stop("all")
+    if name == "team":
+        forget_team_server()
 
 
 def test_variables_travel_both_ways_and_output_streams_while_the_cell_runs(ip, backend, monkeypatch):

@@ -8,7 +8,9 @@ import os
 import re
 import subprocess
 import sys
+import signal
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -257,6 +259,51 @@ def test_a_call_waiting_for_an_answer_honours_interrupts_and_kernel_death(ip):
     assert time.monotonic() - started < 5
 
 
+@pytest.fixture
+def slow_handler():
+    """A notebook-side handler that takes a minute (a registry answering over a slow network)."""
+    release = threading.Event()
+    started = []
+
+    def answer(data, buffers):
+        started.append(time.monotonic())
+        if data.get("press_ctrl_c"):  # once it runs, for certain: the Ctrl-C lands while it is busy
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        release.wait(60)
+        return "late"
+
+    on_agent_event("test.slow", answer)
+    yield started
+    release.set()
+    on_agent_event("test.slow", None)
+
+
+CALLS_THE_SLOW_HANDLER = "import _podstack_agent\nx.append(1)\n_podstack_agent.install().call('test.slow', {})\n"
+
+
+def test_a_slow_notebook_handler_does_not_delay_timeouts_interrupts_or_death(ip, slow_handler):
+    run(ip, "x = []")
+    started = time.monotonic()
+    with pytest.raises(ExecutionTimeoutError):
+        run(ip, "%%gpu --timeout 2\n" + CALLS_THE_SLOW_HANDLER)
+    assert slow_handler and time.monotonic() - started < 8  # not the handler's minute
+    assert ip.user_ns["x"] == []  # the failed cell changed nothing, here or there
+    run(ip, "%%gpu\nn = len(x)")
+    assert ip.user_ns["n"] == 0
+
+    started = time.monotonic()
+    cell = CALLS_THE_SLOW_HANDLER.replace("{}", "{'press_ctrl_c': True}")
+    assert isinstance(fails(ip, "%%gpu\n" + cell), KeyboardInterrupt)
+    assert len(slow_handler) == 2 and time.monotonic() - started < 8
+    assert ip.user_ns["x"] == []
+
+    started = time.monotonic()
+    with pytest.raises(SessionDiedError):
+        run(ip, "%%gpu\nimport os, signal, threading\n"
+                "threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGKILL)).start()\n" + CALLS_THE_SLOW_HANDLER)
+    assert len(slow_handler) == 3 and time.monotonic() - started < 8
+
+
 def test_input_without_a_notebook_that_can_ask_raises_a_clear_error(ip):
     with pytest.raises(RemoteExecutionError) as info:
         run(ip, "%%gpu\nname = input('name? ')")
@@ -351,6 +398,46 @@ def test_arguments_changed_in_place_come_back_changed():
     assert items == [0] and arr.tolist() == [1.0, 1.0, 1.0] and table == {"seen": True} and box.count == 1
 
 
+def reshape_in_place(items, table, box):
+    items[0].append(5)
+    items.insert(0, [9])
+    table["k"]["n"] += 1
+    table["new"] = [1]
+    table["tags"].add("seen")
+    box.rows[0].append(2)
+
+
+def append_to_first(pair):
+    pair[0].append(1)
+
+
+def nothing(value):
+    return None
+
+
+def test_containers_nested_in_arguments_change_in_place_at_any_depth():
+    inner_a, inner_b, sub, tags, row = [1], [2], {"n": 0}, set(), [1]
+    items, table, box = [inner_a, inner_b], {"k": sub, "tags": tags}, Box()
+    box.rows = [row]
+    podstack.gpu()(reshape_in_place)(items, table, box=box)
+    assert items == [[9], [1, 5], [2]] and items[1] is inner_a and items[2] is inner_b  # the caller's lists
+    assert table == {"k": {"n": 1}, "tags": {"seen"}, "new": [1]} and table["k"] is sub and table["tags"] is tags
+    assert box.rows == [[1, 2]] and box.rows[0] is row  # inside an instance's attribute too
+    again = podstack.gpu()(append_to_first)
+    again([[0], [0]])
+    shared = [0]
+    pair = [shared, shared]  # equal content, other sharing: the session must not reuse the last structure
+    again(pair)
+    assert pair == [[0, 1], [0, 1]] and pair[0] is shared and pair[1] is shared
+    again(pair)  # unchanged arguments are not sent again, and still land in the caller's objects
+    assert shared == [0, 1, 1] and pair[0] is shared
+
+
+def test_a_function_returning_the_same_value_twice_returns_it_twice():
+    remote = podstack.gpu()(nothing)
+    assert [remote([1]), remote([1]), remote([2])] == [None, None, None]
+
+
 def test_a_large_argument_is_not_sent_again_on_every_call():
     data = np.ones(200 * 1024 * 1024 // 8)
     remote_sum = podstack.gpu()(np.sum)
@@ -437,6 +524,30 @@ def test_without_access_to_the_sessions_memory_values_go_through_the_socket(ip, 
     run(ip, "%%gpu\ntotal = float(big.sum())\nback = big * 2")
     assert ip.user_ns["total"] == float(np.arange(2_000_000).sum()) and ip.user_ns["back"][-1] == 3_999_998
     assert not only_session().kernel.same_host  # and it stops trying
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_large_buffers_that_skip_rehashing_still_come_back_changed(ip, kind):
+    """Received arrays still unwritten after a cell are not hashed again (wire.WriteTracker):
+    every later write, in a cell or from a thread after it, on either side, still travels."""
+    make = "np.zeros(4 << 20)" if kind == "numpy" else "torch.zeros(8 << 20)"
+    run(ip, f"import numpy as np, torch\nvalue = {make}")
+    value = ip.user_ns["value"]
+    run(ip, "%%gpu\nshape = tuple(value.shape)")  # sent, read, unchanged
+    run(ip, "%%gpu\nvalue[5] = 7")
+    assert value[5] == 7 and ip.user_ns["value"] is value
+    run(ip, "%%gpu\nimport threading, time\n"
+            "def later(a=value):\n    time.sleep(0.3)\n    a[100] = 9\n"
+            "threading.Thread(target=later).start()")
+    time.sleep(1.0)
+    run(ip, "%%gpu\nfirst = float(value[0])")
+    assert value[100] == 9  # written after its cell ended: seen by the next cell that reads it
+    run(ip, "%%gpu\nmade = np.ones(4 << 20)")  # made there, copied into tracked memory here
+    made = ip.user_ns["made"]
+    run(ip, "%%gpu\ntotal = float(made.sum())")
+    made[-1] = 5
+    run(ip, "%%gpu\ntotal = float(made.sum())")
+    assert ip.user_ns["total"] == (4 << 20) + 4  # changed here: sent again
 
 
 def test_dataframes_with_string_columns_change_both_ways(ip):

@@ -303,3 +303,101 @@ def test_containers_held_inside_others_are_found_and_land_as_the_receivers_own()
     values["inner"] = inner
     wire.keep_merged_shared([(new_inner, inner)], values)
     assert values["holder"]["rows"][0] is inner and values["holder"]["pair"][0] is inner and inner == [1, 2]
+
+
+needs_tracking = pytest.mark.skipif(not wire.write_tracker().available,
+                                    reason="no userfaultfd write protection here: every buffer is hashed")
+
+
+@needs_tracking
+def test_the_write_tracker_sees_every_kind_of_write_to_received_memory():
+    tracker = wire.write_tracker()
+    pool = wire.BufferPool(tracker=tracker)
+    memory = pool.take(4 << 20)
+    start = wire.address_of(memory)
+    arr = np.frombuffer(memory, dtype=np.uint8)
+    writes = {
+        "numpy": lambda: arr.__setitem__(3 << 20, 1),
+        "another thread": lambda: _in_thread(lambda: arr.__setitem__(5, 1)),
+        "torch": lambda: torch.from_numpy(arr)[-1:].fill_(1),
+        "a read() syscall": lambda: _read_into(memoryview(memory)[8192:8200]),
+    }
+    for how, write in writes.items():
+        pool.filled(memory)  # as after a copy in
+        start_epoch = tracker.region_of(start, len(memory))
+        assert tracker.unchanged(*start_epoch, start, len(memory)), how
+        write()
+        assert not tracker.unchanged(*start_epoch, start, len(memory)), f"a write through {how} went unseen"
+    pool.filled(memory)
+    epoch = tracker.region_of(start, len(memory))
+    pool.filled(memory)  # filled again: what was known of the region before is void
+    assert not tracker.unchanged(*epoch, start, len(memory))
+    del arr
+    pool.clear()
+
+
+def _in_thread(fn):
+    thread = threading.Thread(target=fn)
+    thread.start()
+    thread.join()
+
+
+def _read_into(view):
+    import os
+
+    fd = os.open(sys.executable, os.O_RDONLY)
+    try:
+        os.readv(fd, [view])
+    finally:
+        os.close(fd)
+
+
+@needs_tracking
+def test_a_received_array_is_not_hashed_again_until_written(monkeypatch):
+    """Arrays rebuilt on tracked received memory keep the sender's hash while unwritten; any
+    write (even after the cell, from a thread) makes the next fingerprint hash them again."""
+    ends = Ends()
+    pool = wire.BufferPool(tracker=wire.write_tracker())
+    ends.there.tracker = pool.tracker
+
+    def into_pool(buffers):  # as the session receives: copied into pool memory, then protected
+        views = []
+        for buf in buffers:
+            memory = pool.take(buf.nbytes)
+            memoryview(memory)[:buf.nbytes] = buf
+            pool.filled(memory)
+            views.append(memoryview(memory)[:buf.nbytes])
+        return views
+
+    big = np.random.default_rng(0).random(1 << 18)  # 2 MB
+    decoded, _ = ends.send(ends.here, ends.there, {"big": big}, frames=into_pool)
+    there = decoded["big"]
+    ends.here.begin()
+    sent = ends.here.fingerprint(big)
+    hashed = []  # sizes of the large inputs hashed
+    real_hash = wire._new_hash
+
+    class Counting:
+        def __init__(self, name):
+            self.real = real_hash(name)
+
+        def update(self, data):
+            if memoryview(data).nbytes >= 1 << 20:
+                hashed.append(memoryview(data).nbytes)
+            self.real.update(data)
+
+        def hexdigest(self):
+            return self.real.hexdigest()
+
+    monkeypatch.setattr(wire, "_new_hash", Counting)
+    ends.there.begin()
+    assert ends.there.fingerprint(there) == sent and not hashed  # unchanged: the sender's hash, not read
+    old = there[-1]
+    there[-1] = 5.0
+    ends.there.begin()
+    assert ends.there.fingerprint(there) != sent and hashed  # written: hashed, and seen as changed
+    there[-1] = old
+    ends.there.begin()
+    assert ends.there.fingerprint(there) == sent  # hashed from now on, so right again
+    del there, decoded
+    pool.clear()

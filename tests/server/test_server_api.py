@@ -115,7 +115,8 @@ def _endpoints(server):
 
 def _fill(path: str, run_id: str) -> str:
     values = {"run_id": run_id, "experiment_id": str(uuid.uuid4()), "model": "m", "version": "1", "key": "loss",
-              "name": "n", "stage": "production", "alias": "champion", "digest": "0" * 64}
+              "name": "n", "stage": "production", "alias": "champion", "digest": "0" * 64,
+              "kernel_id": "0" * 32}
     for name, value in values.items():
         path = path.replace("{" + name + "}", value)
     assert "{" not in path, path

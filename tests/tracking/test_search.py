@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from podstack_jupyter.errors import InvalidArgumentError, RunNotFoundError
+from podstack_jupyter.errors import ExperimentNotFoundError, InvalidArgumentError, RunNotFoundError
 from podstack_jupyter.tracking import registry
 
 
@@ -45,6 +45,14 @@ def test_search_by_experiment_status_and_max_results(runs):
     assert names(registry.search_runs(status=["failed", "running"])) == ["run-failed"]
     newest_two = registry.search_runs(experiment_id=exp, max_results=2)
     assert [r.name for r in newest_two] == ["run-failed", "run-4"]  # newest first by default
+
+
+def test_an_unknown_experiment_is_named_not_an_empty_result(runs):
+    exp, _ = runs
+    with pytest.raises(ExperimentNotFoundError, match="no experiment with id 'e-nowhere'"):
+        registry.search_runs(experiment_id=[exp.id, "e-nowhere"])
+    with pytest.raises(ExperimentNotFoundError, match=f"is the name of experiment '{exp.id}'"):
+        registry.search_runs(experiment_id=exp.name)
 
 
 def test_metric_thresholds_as_dicts_and_as_a_filter_string(runs):

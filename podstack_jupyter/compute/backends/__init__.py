@@ -11,6 +11,8 @@ backend implements (:class:`Backend`, :class:`Connection`) is documented in
   (``pip install "podstack-jupyter[ray]"``; :mod:`.ray`).
 * ``jupyter``: a kernel of any Jupyter Server, Kernel Gateway or Enterprise Gateway, over its
   REST API and websocket (``pip install "podstack-jupyter[jupyter]"``; :mod:`.jupyter`).
+* ``team``: a session handed out by a ``podstack server`` on its own compute backend, relayed over
+  its websocket: notebooks need only the server's URL and an API key (:mod:`.team`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ ENTRY_POINT_GROUP = "podstack.backends"
 # The embedded default also works from a source tree that was never installed (no entry points).
 _BUILT_IN = {"local": "podstack_jupyter.compute.backends.local:LocalBackend",
              "ray": "podstack_jupyter.compute.backends.ray:RayBackend",
-             "jupyter": "podstack_jupyter.compute.backends.jupyter:JupyterBackend"}
+             "jupyter": "podstack_jupyter.compute.backends.jupyter:JupyterBackend",
+             "team": "podstack_jupyter.compute.backends.team:TeamBackend"}
 
 _lock = threading.Lock()
 _instances: dict[str, Backend] = {}

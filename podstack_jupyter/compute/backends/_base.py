@@ -119,6 +119,12 @@ class Connection(abc.ABC):
              buffers: list | None = None, parent: dict | None = None) -> str:
         """Send a message on ``channel``; returns its ``msg_id``."""
 
+    def forward(self, channel: str, msg: dict) -> None:
+        """Send ``msg`` (a whole message from another client: ``header``, ``parent_header``,
+        ``metadata``, ``content``, ``buffers``) on ``channel`` with its header untouched, so the
+        kernel's replies name that client's ids (the team server relays notebooks' messages so)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot relay another client's messages")
+
     @abc.abstractmethod
     def recv(self, timeout: float) -> tuple[str, dict] | None:
         """The next message from iopub, shell or stdin as ``(channel, msg)``, or None after ``timeout`` s."""

@@ -201,6 +201,11 @@ class KernelWebSocket(Connection):
         self.bytes_sent += size
         return sent_id
 
+    def forward(self, channel: str, msg: dict) -> None:
+        buffers = list(msg.get("buffers") or ())
+        self._send_message(channel, msg, buffers)
+        self.bytes_sent += sum(memoryview(b).nbytes for b in buffers)
+
     def _send_message(self, channel: str, msg: dict, buffers: list) -> None:
         pack = self._session.pack
         if self.protocol == V1_PROTOCOL:

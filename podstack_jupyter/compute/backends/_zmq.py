@@ -58,6 +58,11 @@ class ZMQConnection(Connection):
         self.bytes_sent += sum(memoryview(b).nbytes for b in buffers or ())
         return msg["header"]["msg_id"]
 
+    def forward(self, channel: str, msg: dict) -> None:
+        buffers = list(msg.get("buffers") or ())
+        self.session.send(self.sockets[channel], {k: v for k, v in msg.items() if k != "buffers"}, buffers=buffers)
+        self.bytes_sent += sum(memoryview(b).nbytes for b in buffers)
+
     def recv(self, timeout: float) -> tuple[str, dict] | None:
         events = dict(self.poller.poll(max(0, int(timeout * 1000))))
         for sock in (self.sockets["shell"], self.sockets["stdin"], self.sockets["iopub"]):

@@ -645,6 +645,15 @@ class RayRelayKernel(_ActorControl, Connection):
         self.bytes_sent += sum(memoryview(b).nbytes for b in buffers or ())
         return msg["header"]["msg_id"]
 
+    def forward(self, channel: str, msg: dict) -> None:
+        import numpy as np
+
+        buffers = list(msg.get("buffers") or ())
+        frames = self.session.serialize({k: v for k, v in msg.items() if k != "buffers"})
+        frames += [np.frombuffer(memoryview(b).cast("B"), dtype=np.uint8) for b in buffers]
+        self.host.relay_send.remote(channel, frames)
+        self.bytes_sent += sum(memoryview(b).nbytes for b in buffers)
+
     def recv(self, timeout: float) -> tuple[str, dict] | None:
         if not self._inbox:
             if self._pending is None:

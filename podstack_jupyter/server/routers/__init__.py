@@ -43,6 +43,7 @@ API_ROUTERS = [
     "podstack_jupyter.server.routers.artifacts",
     "podstack_jupyter.server.routers.models",
     "podstack_jupyter.server.routers.artifact_tags",
+    "podstack_jupyter.server.routers.kernels",
 ]
 
 PUBLIC_ROUTERS = [

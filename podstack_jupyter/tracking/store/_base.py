@@ -102,7 +102,8 @@ class Store(abc.ABC):
     def search_runs(self, query: dict) -> list:
         """Runs matching ``query``: ``{"experiment_ids": [..] | None, "statuses": [..] | None,
         "clauses": [{"kind", "key", "op", "value"}...], "order_by": [{"kind", "key", "ascending"}...],
-        "max_results": int}``. ``kind`` is ``metric``/``param``/``tag``/``attribute``/``dataset``."""
+        "max_results": int}``. ``kind`` is ``metric``/``param``/``tag``/``attribute``/``dataset``.
+        An experiment id the project does not have is an ``ExperimentNotFoundError`` naming it."""
 
     @abc.abstractmethod
     def log_params(self, run_id: str, params: dict) -> None:

@@ -759,6 +759,13 @@ class SQLStore(Store):
         if query.get("max_results") is not None:
             stmt = stmt.limit(int(query["max_results"]))
         with self._read() as conn:
+            if query.get("experiment_ids"):  # an unknown id would find nothing without a word
+                wanted = list(query["experiment_ids"])
+                known = {r[0] for r in conn.execute(select(S.experiments.c.id).where(
+                    S.experiments.c.id.in_(wanted), S.experiments.c.project_id == self.project_id))}
+                missing = [e for e in wanted if e not in known]
+                if missing:
+                    raise ExperimentNotFoundError(f"search_runs: no experiment with id {missing[0]!r}")
             ids = [r[0] for r in conn.execute(stmt)]
         return self.get_runs(ids)
 
