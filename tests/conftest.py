@@ -1,6 +1,9 @@
-"""Fixtures shared by the whole suite: an isolated podstack home per test, and a real IPython shell."""
+"""Fixtures shared by the whole suite: an isolated podstack home per test, a real IPython shell, and the
+session's one real PostgreSQL server and one real S3-compatible server (every suite that needs them shares them)."""
 
 from __future__ import annotations
+
+import subprocess
 
 import pytest
 
@@ -50,3 +53,29 @@ def s3_server(tmp_path_factory):
             yield server
     except WeedNotFound as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the whole session (``tests/_services/postgres.py``: initdb into a
+    temporary folder, pg_ctl on a free port), shared by the tracking, models, artifacts and server
+    suites; ``new_database()`` gives each test a fresh copy of a migrated template. Skipped, saying
+    why, without the PostgreSQL binaries or psycopg."""
+    from _services.postgres import PostgresServer, pg_bin
+
+    bindir = pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed; "
+                    "apt-get install postgresql to run the suites against PostgreSQL")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg (3) is not installed: pip install 'podstack-jupyter[postgres]'")
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+    except subprocess.CalledProcessError as exc:
+        server.stop()
+        raise RuntimeError(f"could not start PostgreSQL: {exc.stderr or exc.stdout}") from exc
+    yield server
+    server.stop()

@@ -32,7 +32,8 @@ def _config(args):
 
 
 def serve(config, log_level: str = "info") -> None:
-    """Run the server for ``config`` until SIGINT/SIGTERM (in-flight requests are finished first)."""
+    """Run the server for ``config`` until SIGINT/SIGTERM (in-flight requests are finished first, then
+    the process exits with status 0)."""
     import uvicorn
 
     from .app import create_app
@@ -46,7 +47,17 @@ def serve(config, log_level: str = "info") -> None:
             logger.addHandler(handler)
         logger.propagate = False
     app = create_app(config)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level,
+
+    class GracefulServer(uvicorn.Server):
+        # uvicorn raises SIGTERM/SIGINT again once it has shut down, so a clean stop ended with status
+        # -15 (a crash, to a supervisor): here it ends with 0 once the requests in flight are finished;
+        # a second signal stops at once
+        def handle_exit(self, sig, frame) -> None:
+            if self.should_exit:
+                self.force_exit = True
+            self.should_exit = True
+
+    server = GracefulServer(uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level,
                                            access_log=False, timeout_graceful_shutdown=config.graceful_timeout,
                                            lifespan="on", proxy_headers=True))
     server.run()

@@ -14,7 +14,6 @@ _spec = importlib.util.spec_from_file_location("_tracking_fixtures_models",
                                                Path(__file__).parents[1] / "tracking" / "conftest.py")
 _fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_fixtures)
-postgres_server = _fixtures.postgres_server
 POSTGRES = _fixtures.POSTGRES
 
 

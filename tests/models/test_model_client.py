@@ -22,7 +22,7 @@ from podstack_jupyter.tracking import TrackingClient, open_store
 _spec = importlib.util.spec_from_file_location("_tracking_fixtures", Path(__file__).parents[1] / "tracking" / "conftest.py")
 _fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_fixtures)
-store_url = _fixtures.store_url  # every test here: both databases (postgres_server: tests/models/conftest.py)
+store_url = _fixtures.store_url  # every test here: both databases (postgres_server: tests/conftest.py)
 
 PACKAGE = Path(__file__).parents[2] / "podstack_jupyter"
 

@@ -27,7 +27,7 @@ from podstack_jupyter.models import _signing
 _spec = importlib.util.spec_from_file_location("_tracking_fixtures", Path(__file__).parents[1] / "tracking" / "conftest.py")
 _fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_fixtures)
-postgres_server, store_url = _fixtures.postgres_server, _fixtures.store_url  # every test here: both databases
+store_url = _fixtures.store_url  # every test here: both databases (postgres_server: tests/conftest.py)
 
 
 class Payload:

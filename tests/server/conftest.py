@@ -1,6 +1,6 @@
 """The team server, tested as a user runs it: a ``podstack server`` process on loopback.
 
-* ``live_server`` (session): backed by a real PostgreSQL server and a real S3-compatible server
+* ``live_server`` (session): backed by the session's PostgreSQL server (``postgres_server``, tests/conftest.py) and a real S3-compatible server
   (SeaweedFS), as a team would run it. Every test that uses it gets a project of its own (and an
   API key of it): the tests are isolated by the server's own project scoping.
 * ``local_server`` (module): backed by a SQLite file and a folder (the server's defaults), whose
@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "tracking"))  # the registry suite, collected here again
 
 from _services.podstack_server import LiveServer, env_without_podstack, point_registry_at  # noqa: E402,F401
-from _services.postgres import PostgresServer, pg_bin  # noqa: E402
 
 from podstack_jupyter import config  # noqa: E402
 
@@ -40,24 +38,9 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def server_postgres():
-    bindir = pg_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed; apt-get install postgresql")
-    server = PostgresServer(bindir)
-    try:
-        server.start()
-    except subprocess.CalledProcessError as exc:
-        server.stop()
-        raise RuntimeError(f"could not start PostgreSQL: {exc.stderr or exc.stdout}") from exc
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def live_server(server_postgres, s3_server, tmp_path_factory):
+def live_server(postgres_server, s3_server, tmp_path_factory):
     """``podstack server`` on PostgreSQL + SeaweedFS for the whole session (no rate limit)."""
-    server = LiveServer(server_postgres.new_database(), s3_server.new_root(), tmp_path_factory.mktemp("server-home"),
+    server = LiveServer(postgres_server.new_database(), s3_server.new_root(), tmp_path_factory.mktemp("server-home"),
                         env=s3_server.env(), extra_args=("--rate-limit", "0"))
     server.start()
     yield server

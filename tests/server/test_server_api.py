@@ -227,12 +227,12 @@ def test_a_revoked_key_obtains_no_new_url(local_server):
 
 
 @pytest.fixture(scope="module")
-def short_url_servers(server_postgres, s3_server, tmp_path_factory):
+def short_url_servers(postgres_server, s3_server, tmp_path_factory):
     """Two servers whose signed URLs live 2 seconds: one on a folder, one on S3 (SeaweedFS checks expiry)."""
     home = tmp_path_factory.mktemp("short-urls")
     servers = [LiveServer(f"sqlite:///{home / 'local.db'}", str(home / "artifacts"), home / "local",
                           extra_args=("--rate-limit", "0", "--url-expires", "2")),
-               LiveServer(server_postgres.new_database(), s3_server.new_root(), home / "s3", env=s3_server.env(),
+               LiveServer(postgres_server.new_database(), s3_server.new_root(), home / "s3", env=s3_server.env(),
                           extra_args=("--rate-limit", "0", "--url-expires", "2"))]
     for server in servers:
         server.start()

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "artifacts"))
 
 from test_tagged_sets import *  # noqa: E402,F401,F403 - re-collected here, against the server
 
-del store_url, postgres_server  # noqa: F821 - the server's (conftest.py), not the databases'
+del store_url  # noqa: F821 - the server's (conftest.py), not the databases'
 
 REGISTRY_ON_SERVER = True
 

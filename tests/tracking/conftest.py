@@ -2,41 +2,18 @@
 
 ``store_url`` (autouse, parametrized) points podstack at a fresh database per test:
 the SQLite file in the test's own PODSTACK_HOME, or a new database on the
-PostgreSQL server that ``postgres_server`` starts once per session (initdb into a
-temporary folder as an unprivileged user, pg_ctl on a free port). Without the
+PostgreSQL server that ``postgres_server`` (tests/conftest.py) starts once for the whole
+session (initdb into a temporary folder as an unprivileged user, pg_ctl on a free port). Without the
 PostgreSQL binaries the postgres half is skipped, saying so.
 """
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
-from _services.postgres import PostgresServer, pg_bin
 
 from podstack_jupyter import config
 
 SQLITE, POSTGRES = "sqlite", "postgres"
-
-
-@pytest.fixture(scope="session")
-def postgres_server():
-    bindir = pg_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed; "
-                    "apt-get install postgresql to run the tracking suite against PostgreSQL")
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg (3) is not installed: pip install 'podstack-jupyter[postgres]'")
-    server = PostgresServer(bindir)
-    try:
-        server.start()
-    except subprocess.CalledProcessError as exc:
-        server.stop()
-        raise RuntimeError(f"could not start PostgreSQL: {exc.stderr or exc.stdout}") from exc
-    yield server
-    server.stop()
 
 
 @pytest.fixture(autouse=True, params=[SQLITE, pytest.param(POSTGRES, marks=pytest.mark.postgres)])

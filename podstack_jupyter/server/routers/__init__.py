@@ -13,7 +13,8 @@ Adding an area (the compute executions, the dashboard) is one module and one lin
     def submit(body: SubmitIn, ctx: ProjectContext = Depends(project)): ...
 
 Paths must not collide with the registry's (``/experiments``, ``/runs``, ``/metrics``,
-``/datasets``, ``/blobs``, ``/models``, ``/artifact-tags``) or the public ones (``/health``, ``/files``).
+``/datasets``, ``/blobs``, ``/models``, ``/artifact-tags``, ``/project``) or the public ones (``/health``,
+``/files``, the dashboard's ``/`` and ``/dashboard/``).
 """
 
 from starlette.convertors import Convertor, register_url_convertor
@@ -49,4 +50,5 @@ API_ROUTERS = [
 PUBLIC_ROUTERS = [
     "podstack_jupyter.server.routers.health",
     "podstack_jupyter.server.routers.files",
+    "podstack_jupyter.server.routers.dashboard",
 ]
