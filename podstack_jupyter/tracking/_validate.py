@@ -120,6 +120,14 @@ def number(what: str, value) -> float:
         raise InvalidArgumentError(f"{what} must be a number, got {_repr(value)} ({exc})") from None
 
 
+def timestamp(what: str, value) -> float:
+    """Epoch seconds of a date a calendar can show (years 1 to 9999)."""
+    stamp = number(what, value)
+    if not -62135596800.0 <= stamp <= 253402300799.0:
+        raise InvalidArgumentError(f"{what} must be epoch seconds between the years 1 and 9999, got {_repr(value)}")
+    return stamp
+
+
 def step(what: str, value) -> int:
     """A metric step: an integer (Python or numpy) between -2**63 and 2**63 - 1."""
     if type(value) is not int:

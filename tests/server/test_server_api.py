@@ -320,7 +320,10 @@ def test_errors_are_json_with_a_message(local_server):
                                            ("GET", "/models/not-a-model", None, 404),
                                            ("GET", "/experiments/name/nope", None, 404),
                                            ("POST", "/runs", {"experiment_id": 5}, 400),
-                                           ("POST", "/experiments", b"{not json", 400)]:
+                                           ("POST", "/experiments", b"{not json", 400),
+                                           # found by the fuzz test: a date no calendar shows was a 500
+                                           ("POST", "/datasets", {"name": "d", "created_at": 5e16}, 400),
+                                           ("POST", "/models/page", {"after": []}, 400)]:
             if isinstance(body, bytes):
                 answer = client.request(method, path, content=body, headers={"Content-Type": "application/json"})
             else:

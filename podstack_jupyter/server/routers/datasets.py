@@ -57,7 +57,7 @@ def _log(ctx: ProjectContext, run_id: str | None, body: DatasetIn):
     if run_id is not None:
         ctx.tracking.require_run(V.identifier("run_id", run_id))
     now = time.time()
-    created = now if body.created_at is None else V.number("created_at", body.created_at)
+    created = now if body.created_at is None else V.timestamp("created_at", body.created_at)
     stored = ctx.store.log_dataset(run_id, {**record, "id": new_id(), "created_at": created}, context, now)
     if run_id is not None:
         stored = {**stored, "context": context}
