@@ -68,6 +68,21 @@ def jupyter_process(args: list[str], root: Path, env: dict, *, token: str, log_p
 
 
 @contextlib.contextmanager
+def jupyterlab(root: Path, *, token: str, log_path: Path):
+    """A real JupyterLab serving ``root`` (its base URL), quiet: no news or update checks, its own
+    podstack home, IPython and settings folders under ``root``."""
+    settings = root / ".lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    env = jupyter_env(root, PODSTACK_HOME=str(root / ".podstack"), IPYTHONDIR=str(root / ".ipython"),
+                      JUPYTERLAB_SETTINGS_DIR=str(root / ".lab-settings"))
+    args = ["lab", f"--LabApp.workspaces_dir={root / '.ws'}", "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    with jupyter_process(args, root, env, token=token, log_path=log_path) as base:
+        yield base
+
+
+@contextlib.contextmanager
 def chromium_page(executable: str, output: Path, *, height: int):
     """A page of Debian's headless Chromium (driven by Playwright, never a downloaded browser), 1400 x
     ``height``; on leaving, the page as it was is saved as ``output/last-page.png``."""

@@ -24,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-__all__ = ["LiveServer", "free_port", "point_registry_at", "env_without_podstack"]
+__all__ = ["LiveServer", "free_port", "point_registry_at", "env_without_podstack", "leave_registry_clean"]
 
 
 def free_port() -> int:
@@ -146,3 +146,19 @@ def point_registry_at(server: LiveServer, monkeypatch, project_id: str, key: str
 
 def env_without_podstack() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith("PODSTACK_")}
+
+
+def leave_registry_clean() -> None:
+    """After a test: no store in use, no run left active (a failed test's are ended as killed), no
+    current experiment, so the next test starts as a fresh notebook would."""
+    from podstack_jupyter.tracking import registry, use_store
+    from podstack_jupyter.tracking.runs import active_runs
+
+    use_store(None)
+    while active_runs.top() is not None:
+        try:
+            registry.end_run("killed")
+        except Exception:  # noqa: BLE001 - the test already failed; leave a clean state
+            active_runs.clear()
+    registry._reset_store()
+    registry._set_current_experiment((None, None))

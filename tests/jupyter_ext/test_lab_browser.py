@@ -49,18 +49,11 @@ def lab(tmp_path_factory):
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, root / "sidebar.ipynb")
-    settings = root / ".lab-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
-    from _services.jupyter import jupyter_env, jupyter_process
+    from _services.jupyter import jupyterlab
 
     token = "podstack-lab-test"
-    env = jupyter_env(root, PODSTACK_HOME=str(root / ".podstack"), IPYTHONDIR=str(root / ".ipython"),
-                      JUPYTERLAB_SETTINGS_DIR=str(root / ".lab-settings"))
-    args = ["lab", f"--LabApp.workspaces_dir={root / '.ws'}", "--LabApp.news_url=",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     log = tmp_path_factory.mktemp("lab-log") / "lab.log"
-    with jupyter_process(args, root, env, token=token, log_path=log) as base:
+    with jupyterlab(root, token=token, log_path=log) as base:
         yield {"url": f"{base}/lab/tree/sidebar.ipynb?token={token}", "root": root, "log": log}
 
 

@@ -20,7 +20,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tracking"))  # the registry suite, collected here again
 
-from _services.podstack_server import LiveServer, env_without_podstack, point_registry_at  # noqa: E402,F401
+from _services.podstack_server import (LiveServer, env_without_podstack, leave_registry_clean,  # noqa: E402,F401
+                                       point_registry_at)
 
 from podstack_jupyter import config  # noqa: E402
 
@@ -73,17 +74,7 @@ def store_url(request, podstack_home, monkeypatch):
     project_id, key = server.new_project()
     point_registry_at(server, monkeypatch, project_id, key)
     yield server.url
-    from podstack_jupyter.tracking import registry, use_store
-    from podstack_jupyter.tracking.runs import active_runs
-
-    use_store(None)
-    while active_runs.top() is not None:
-        try:
-            registry.end_run("killed")
-        except Exception:  # noqa: BLE001 - the test already failed; leave a clean state
-            active_runs.clear()
-    registry._reset_store()
-    registry._set_current_experiment((None, None))
+    leave_registry_clean()
 
 
 @pytest.fixture

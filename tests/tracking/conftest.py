@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from _services.podstack_server import leave_registry_clean
 from podstack_jupyter import config
 
 SQLITE, POSTGRES = "sqlite", "postgres"
@@ -30,14 +31,4 @@ def store_url(request, podstack_home, monkeypatch):
     registry._reset_store()
     registry._set_current_experiment((None, None))
     yield url
-    from podstack_jupyter.tracking import use_store
-    from podstack_jupyter.tracking.runs import active_runs
-
-    use_store(None)
-    while active_runs.top() is not None:
-        try:
-            registry.end_run("killed")
-        except Exception:  # noqa: BLE001 - the test already failed; leave a clean state
-            active_runs.clear()
-    registry._reset_store()
-    registry._set_current_experiment((None, None))
+    leave_registry_clean()

@@ -35,19 +35,12 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed: pip install playwright")
-    from _services.jupyter import jupyter_env, jupyter_process
+    from _services.jupyter import jupyterlab
 
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
-    settings = root / ".lab-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
     token = "podstack-browser-test"
-    env = jupyter_env(root, PODSTACK_HOME=str(root / ".podstack"), IPYTHONDIR=str(root / ".ipython"),
-                      JUPYTERLAB_SETTINGS_DIR=str(root / ".lab-settings"))
-    args = ["lab", f"--LabApp.workspaces_dir={root / '.ws'}", "--LabApp.news_url=",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-    with jupyter_process(args, root, env, token=token, log_path=tmp_path_factory.mktemp("lab-log") / "lab.log") as base:
+    with jupyterlab(root, token=token, log_path=tmp_path_factory.mktemp("lab-log") / "lab.log") as base:
         yield {"url": f"{base}/lab/tree/{NOTEBOOK.name}?token={token}", "root": root}
 
 
