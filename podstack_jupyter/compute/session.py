@@ -371,14 +371,14 @@ class GPUSession:
             c = reply["content"]
             raise PodstackError(f"the podstack agent failed to start in the session: {c.get('ename')}: "
                                 f"{c.get('evalue')}. Is cloudpickle installed in the session's environment?")
-        self.kernel.send("shell", "comm_open", {"comm_id": self._comm_id, "target_name": "podstack.agent",
-                                                "data": {}})
+        self._send("shell", "comm_open", {"comm_id": self._comm_id, "target_name": "podstack.agent",
+                                          "data": {}})
         self._until(lambda ch, m: _agent_op(m, self._comm_id) == "ready", deadline, "open the agent channel")
 
     def _wait_ready(self, deadline: float):
         # kernel_info until its status arrives on iopub: then our subscription is live
         while True:
-            msg_id = self.kernel.send("shell", "kernel_info_request", {})
+            msg_id = self._send("shell", "kernel_info_request", {})
             step = min(deadline, time.monotonic() + 1.0)
             try:
                 self._until(lambda ch, m: ch == "iopub" and _parent(m) == msg_id, step, "start")
