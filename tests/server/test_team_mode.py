@@ -260,6 +260,13 @@ def test_messages_that_overflow_while_no_notebook_is_attached_lose_the_session_o
     loop = asyncio.new_event_loop()
     try:
         kernel = team.start("project", "tester", GPUSpec())
+
+        def iopub_is_live():  # output printed before the server's iopub subscription took would be lost
+            time.sleep(0.4)
+            kernel.forward("shell", Session().msg("kernel_info_request", content={}))
+            return any(decode_v1(item)[0] == "iopub" for item in list(kernel._backlog))
+
+        wait_for(iopub_is_live, 60, "the kernel's iopub stream reaching the server")
         request = Session().msg("execute_request", content={
             "code": "for _ in range(8):\n    print('x' * 100_000, flush=True)", "silent": False,
             "store_history": False, "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
