@@ -162,6 +162,11 @@ def test_pages_in_either_order_by_creation_or_update_time(clients):
     assert [m.name for m in page] == ["m2", "m6"]
     with pytest.raises(InvalidArgumentError, match="order_by must be one of"):
         models.page_registered_models(order_by="name")
+    for cursor in ([{"a": 1}, "id"], ["m0"], [1.5, 7], "m0"):  # a mangled cursor is refused, not a database error
+        with pytest.raises(InvalidArgumentError, match="after must be"):
+            models.page_registered_models(order_by="created_at", after=cursor)
+    with pytest.raises(InvalidArgumentError, match=r"after must be \[an id, an id\]"):
+        models.page_model_versions("m0", order_by="id", after=[1.5, "x"])
     for n in range(4):
         _by_uri(models, name="m0", version=f"r{n}")
     versions, after = models.page_model_versions("m0", page_size=10, order_by="created_at")

@@ -323,7 +323,8 @@ def test_errors_are_json_with_a_message(local_server):
                                            ("POST", "/experiments", b"{not json", 400),
                                            # found by the fuzz test: a date no calendar shows was a 500
                                            ("POST", "/datasets", {"name": "d", "created_at": 5e16}, 400),
-                                           ("POST", "/models/page", {"after": []}, 400)]:
+                                           ("POST", "/models/page", {"after": []}, 400),
+                                           ("POST", "/models/page", {"after": [{"a": 1}, [2]]}, 400)]:
             if isinstance(body, bytes):
                 answer = client.request(method, path, content=body, headers={"Content-Type": "application/json"})
             else:

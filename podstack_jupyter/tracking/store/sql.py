@@ -1057,12 +1057,25 @@ class SQLStore(Store):
         later = (lambda c, v: c > v) if ascending else (lambda c, v: c < v)
         conditions = list(where)
         if after is not None:
-            value, last_id = after
+            value, last_id = self._page_after(order_by, after)
             conditions.append(later(ident, last_id) if order_by == "id" else
                               sa.or_(later(column, value), sa.and_(column == value, later(ident, last_id))))
         order = [column, ident] if order_by != "id" else [ident]
         return (select(table).where(*conditions)
                 .order_by(*[(c.asc() if ascending else c.desc()) for c in order]).limit(int(limit)))
+
+    @staticmethod
+    def _page_after(order_by, after) -> tuple:
+        """``after`` as ``(value, id)``, or InvalidArgumentError naming what a page cursor must be."""
+        numeric = order_by != "id"
+        valid = (isinstance(after, (list, tuple)) and len(after) == 2 and isinstance(after[1], str)
+                 and (isinstance(after[0], (int, float)) and not isinstance(after[0], bool) if numeric
+                      else isinstance(after[0], str)))
+        if not valid:
+            raise InvalidArgumentError(
+                f"after must be [{'a number' if numeric else 'an id'}, an id] as returned with the previous page "
+                f"(ordered by {order_by}), got {after!r:.200}")
+        return after[0], after[1]
 
     def page_registered_models(self, order_by, ascending, limit, after):
         M = S.registered_models
