@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from ..errors import ConfigurationError, InvalidArgumentError, NotFoundError
 from ..tracking import _validate as V
 from ..tracking.store import _schema as S
+from ..tracking.store.sql import reading
 
 __all__ = ["Accounts", "Principal", "load_secret", "KEY_PREFIX", "SECRET_ENV"]
 
@@ -257,9 +258,8 @@ class Accounts:
         if parsed is None:
             return None
         key_id, secret_part = parsed
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(self._lookup, {"id": key_id}).first()
-            conn.rollback()
         if row is None:
             return None
         secret_hash, project_id, project_name, user_id, user_name, revoked_at, member = row

@@ -22,7 +22,7 @@ from ..artifacts import LocalArtifactStore, open_repository
 from ..models import ModelRegistryClient
 from ..tracking import TrackingClient
 from ..tracking.store import _schema as S
-from ..tracking.store.sql import SQLStore
+from ..tracking.store.sql import SQLStore, reading
 from .accounts import Accounts, Principal, load_secret
 from .config import ServerConfig
 from .ratelimit import RateLimiter
@@ -143,7 +143,7 @@ class ServerState:
     def experiment_stats(self, project_id: str) -> dict:
         """``{experiment id: (run count, latest start time)}`` of a project."""
         R = S.runs
-        with self.store.engine.connect() as conn:
+        with reading(self.store.engine) as conn:
             rows = conn.execute(sa.select(R.c.experiment_id, sa.func.count(), sa.func.max(R.c.start_time))
                                 .where(R.c.project_id == project_id).group_by(R.c.experiment_id)).all()
         return {r[0]: (r[1], r[2]) for r in rows}
@@ -151,7 +151,7 @@ class ServerState:
     def latest_metrics(self, run_id: str) -> list:
         """``(key, value, step, timestamp)`` of each metric of a run (its latest point)."""
         L = S.latest_metrics
-        with self.store.engine.connect() as conn:
+        with reading(self.store.engine) as conn:
             return [tuple(r) for r in conn.execute(sa.select(L.c.key, L.c.value, L.c.step, L.c["timestamp"])
                                                    .where(L.c.run_id == run_id).order_by(L.c.key))]
 
@@ -162,7 +162,7 @@ class ServerState:
 
     def pending_uploads(self, project_id: str, run_id: str) -> list[dict]:
         P = S.pending_uploads
-        with self.store.engine.connect() as conn:
+        with reading(self.store.engine) as conn:
             return [dict(r._mapping) for r in conn.execute(
                 sa.select(P).where(P.c.run_id == run_id, P.c.project_id == project_id).order_by(P.c.created_at))]
 
@@ -183,7 +183,7 @@ class ServerState:
         query = sa.select(T).where(T.c.project_id == project_id, T.c.model_id == model_id)
         if version is not None:
             query = query.where(T.c.version == version)
-        with self.store.engine.connect() as conn:
+        with reading(self.store.engine) as conn:
             return [dict(r._mapping) for r in conn.execute(query.order_by(T.c.created_at))]
 
     # -- housekeeping ----------------------------------------------------------------------------
@@ -192,7 +192,7 @@ class ServerState:
         the time a client retries, and cut-off uploads in the artifact store."""
         now = time.time()
         P = S.pending_uploads
-        with self.store.engine.connect() as conn:
+        with reading(self.store.engine) as conn:
             # an upload URL may still be PUT to until it expires; give the PUT an hour to finish
             expired = [dict(r._mapping) for r in conn.execute(sa.select(P).where(P.c.expires_at < now - 3600))]
         for row in expired:

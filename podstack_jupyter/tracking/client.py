@@ -287,15 +287,17 @@ class TrackingClient:
             events.publish("run.started", run=record)
         return record
 
-    def end_run(self, run_id: str, status: str = "completed", end_time: float | None = None) -> None:
-        """End a run: ``completed``, ``failed`` or ``killed`` (at ``end_time``, default now)."""
+    def end_run(self, run_id: str, status: str = "completed", end_time: float | None = None) -> dict | None:
+        """End a run: ``completed``, ``failed`` or ``killed`` (at ``end_time``, default now).
+        Returns the ended run's record where the store answered with it, else ``None``."""
         run_id = V.identifier("run_id", run_id)
         if status not in ENDED_STATUSES:
             raise InvalidArgumentError(f"end_run: status {status!r} is not one of {list(ENDED_STATUSES)}")
         end_time = time.time() if end_time is None else V.number("end_time", end_time)
-        self.store.update_run(run_id, {"status": status, "end_time": end_time})
+        record = self.store.update_run(run_id, {"status": status, "end_time": end_time})
         if events.has_subscribers("run.ended"):
             events.publish("run.ended", run_id=run_id, status=status, end_time=end_time)
+        return record
 
     def get_run(self, run_id: str) -> dict:
         """The run record with this id (``RunNotFoundError`` if none)."""
@@ -390,8 +392,9 @@ class TrackingClient:
         batch stored before)."""
         if not points:
             return 0
-        for run_id in sorted(runs):
-            self.require_run(run_id)
+        if not self.store.checks_runs_on_write:
+            for run_id in sorted(runs):
+                self.require_run(run_id)
         if batch_id is None:
             self.store.log_metrics(points)
         elif self.store.log_metrics(points, batch_id=V.identifier("batch_id", batch_id)) is False:

@@ -218,10 +218,11 @@ def end_run(status: str = "completed", *, run_id: str | None = None) -> None:
             tracking.end_run(run_id, status, now)
             metric_buffer.run_ended(run_id)
         for run in ended:
-            tracking.end_run(run.id, status, now)
+            record = tracking.end_run(run.id, status, now)
             metric_buffer.forget_run(run.id)
             run.status, run._end = status, now
-            record = tracking.store.get_run(run.id)
+            if record is None:
+                record = tracking.store.get_run(run.id)
             if record is not None:
                 run._apply(record)
 

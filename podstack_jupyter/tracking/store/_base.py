@@ -61,6 +61,10 @@ SOURCE_TYPES = ("local", "s3", "gcs", "url")
 class Store(abc.ABC):
     """Persistence of experiments, runs, metrics, datasets, artifacts index and the model registry."""
 
+    #: whether ``log_metrics`` refuses points of an unknown run itself (``RunNotFoundError``,
+    #: nothing written), so that a caller need not look the runs up first
+    checks_runs_on_write = False
+
     # -- experiments ---------------------------------------------------------------------------
     @abc.abstractmethod
     def ensure_experiment(self, experiment_id: str, name: str, created_at: float,
@@ -83,8 +87,9 @@ class Store(abc.ABC):
         "start_time", "source", "gpu", "tags"}``."""
 
     @abc.abstractmethod
-    def update_run(self, run_id: str, fields: dict) -> None:
-        """Set some of ``status``, ``end_time``, ``name``, ``source``, ``gpu`` of a run."""
+    def update_run(self, run_id: str, fields: dict) -> dict | None:
+        """Set some of ``status``, ``end_time``, ``name``, ``source``, ``gpu`` of a run. Returns
+        the updated run record where the store has it at no cost (a server's answer), else ``None``."""
 
     @abc.abstractmethod
     def get_runs(self, run_ids: list) -> list:
