@@ -68,6 +68,9 @@ class ServerState:
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._services: dict[str, object] = {}  # long-lived parts made on first use (team kernels, ...)
+        # (project, run) -> uploads issued, of the runs that may have pending uploads: ending a run or
+        # listing its artifacts asks the database only for these (one process issues every upload URL)
+        self._pending_runs: dict[tuple[str, str], int] = {}
 
     # -- life ----------------------------------------------------------------------------------
     def open(self) -> "ServerState":
@@ -77,6 +80,9 @@ class ServerState:
         self.accounts = Accounts(self.store.engine, load_secret(self.config.secret_file))
         self.artifacts = open_repository(self.config.artifacts)
         self.artifacts.check()
+        P = S.pending_uploads
+        with reading(self.store.engine) as conn:
+            self._pending_runs = {tuple(r): 1 for r in conn.execute(sa.select(P.c.project_id, P.c.run_id).distinct())}
         if self.config.sweep_interval > 0:
             self._sweeper = threading.Thread(target=self._sweep_loop, name="podstack-server-sweep", daemon=True)
             self._sweeper.start()
@@ -156,15 +162,25 @@ class ServerState:
                                                    .where(L.c.run_id == run_id).order_by(L.c.key))]
 
     def add_pending_upload(self, project_id: str, run_id: str, path: str, key: str, expires_at: float) -> None:
+        with self._lock:  # (before the row is written: a reader meanwhile looks in the database)
+            self._pending_runs[(project_id, run_id)] = self._pending_runs.get((project_id, run_id), 0) + 1
         with self.store.engine.begin() as conn:
             conn.execute(S.pending_uploads.insert().values(key=key, project_id=project_id, run_id=run_id, path=path,
                                                            expires_at=expires_at, created_at=time.time()))
 
     def pending_uploads(self, project_id: str, run_id: str) -> list[dict]:
+        issued = self._pending_runs.get((project_id, run_id))
+        if issued is None:
+            return []
         P = S.pending_uploads
         with reading(self.store.engine) as conn:
-            return [dict(r._mapping) for r in conn.execute(
+            found = [dict(r._mapping) for r in conn.execute(
                 sa.select(P).where(P.c.run_id == run_id, P.c.project_id == project_id).order_by(P.c.created_at))]
+        if not found:
+            with self._lock:  # none left, unless one was issued while the database was asked
+                if self._pending_runs.get((project_id, run_id)) == issued:
+                    del self._pending_runs[(project_id, run_id)]
+        return found
 
     def drop_pending_upload(self, key: str) -> None:
         with self.store.engine.begin() as conn:

@@ -332,3 +332,49 @@ def test_errors_are_json_with_a_message(local_server):
             assert answer.status_code == status, (path, answer.text)
             assert isinstance(answer.json()["error"], str) and answer.json()["error"], answer.text
     assert httpx.get(local_server.url + "/health").json()["status"] == "ok"
+
+
+# -- the REST store's connections ----------------------------------------------------------------------
+
+def test_the_rest_store_carries_on_when_the_server_has_closed_its_idle_connection(local_server, tmp_path):
+    from podstack_jupyter.tracking.store.rest import RESTStore
+
+    project_id, key = local_server.new_project()
+    store = RESTStore(local_server.url, key, project_id, cache_dir=tmp_path / "cache")
+    try:
+        experiment = store.ensure_experiment(str(uuid.uuid4()), "keep-alive", time.time())
+        time.sleep(6)  # past uvicorn's keep-alive (5 s): the server has closed the pooled connection
+        started = time.monotonic()
+        assert store.get_experiment(experiment["id"])["name"] == "keep-alive"
+        assert time.monotonic() - started < 1.5  # at once, not after the unreachable-server back-off
+        assert store.get_experiment_by_name("no such experiment") is None
+    finally:
+        store.close()
+
+
+def test_the_rest_store_answers_each_thread_its_own_calls(local_server, tmp_path):
+    import threading
+
+    from podstack_jupyter.tracking.store.rest import RESTStore
+
+    project_id, key = local_server.new_project()
+    store = RESTStore(local_server.url, key, project_id, cache_dir=tmp_path / "cache")
+    names = [f"thread-{i}" for i in range(8)]
+    ids = {name: store.ensure_experiment(str(uuid.uuid4()), name, time.time())["id"] for name in names}
+    wrong = []
+
+    def read(name):
+        for _ in range(25):
+            found = store.get_experiment(ids[name])
+            if found is None or found["name"] != name:
+                wrong.append((name, found))
+
+    threads = [threading.Thread(target=read, args=(name,)) for name in names]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not wrong, wrong[:3]
+    finally:
+        store.close()

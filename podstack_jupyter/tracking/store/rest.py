@@ -52,6 +52,7 @@ from urllib.parse import quote
 
 from ... import errors as E
 from ...artifacts._base import ArtifactStore, write_verified
+from . import _http
 from ._base import Store
 
 __all__ = ["RESTStore", "RESTArtifactStore", "OFFLINE_JOURNAL"]
@@ -132,7 +133,8 @@ class RESTStore(Store):
         if project_id:
             headers["X-Project-ID"] = project_id
         timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
-        self._http = httpx.Client(headers=headers, timeout=timeout)
+        self._http = httpx.Client(headers=headers, timeout=timeout) if _http.proxied(base) else \
+            _http.JSONClient(base, headers, self.connect_timeout, self.read_timeout)
         self._plain = httpx.Client(timeout=timeout)  # signed URLs: no API key goes to the object store
         self._known_runs: set = set()
         self._unacknowledged: list = []  # [(batch id, points)] of a log_metrics call that failed
@@ -178,7 +180,7 @@ class RESTStore(Store):
             problem = None
             try:
                 response = self._http.request(method, url, content=content, params=params, headers=headers)
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, _http.TransportError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
                 if response.status_code not in _RETRY_STATUSES:
