@@ -285,3 +285,25 @@ def test_the_access_log_never_holds_a_secret(restartable):
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert sum(1 for line in lines if line["path"] == "/api/v1/experiments") >= 8
     assert any(line["path"].startswith("/files/") and line["status"] == 403 for line in lines)
+
+
+def test_an_upload_made_before_a_server_restart_becomes_the_runs_artifact_at_its_end(restartable):
+    """The SDK's flow (upload URL, PUT, end the run): the server remembers which runs have uploads to
+    finalize, across a kill and a restart in between."""
+    project_id, key = restartable.new_project()
+    with httpx.Client(base_url=restartable.url + "/api/v1", headers={"Authorization": f"Bearer {key}"},
+                      timeout=30) as api:
+        experiment = api.post("/experiments", json={"name": "restarted"}).json()["experiment"]
+        run_id = api.post("/runs", json={"experiment_id": experiment["id"]}).json()["run"]["id"]
+        upload = api.post(f"/runs/{run_id}/artifacts/upload-url", json={"artifact_path": "kept.txt"}
+                          ).json()["upload_url"]
+        assert httpx.put(upload, content=b"kept across a restart").status_code == 200
+        restartable.kill()
+        restartable.start()
+        ended = api.post(f"/runs/{run_id}/end", json={"status": "completed"})
+        assert ended.status_code == 200, ended.text
+        other = api.post("/runs", json={"experiment_id": experiment["id"]}).json()["run"]["id"]
+        assert api.patch(f"/runs/{other}", json={"status": "completed"}).status_code == 200
+        listed = api.get(f"/runs/{run_id}/artifacts").json()["artifacts"]
+        assert [(a["path"], a["size"]) for a in listed] == [("kept.txt", 21)]
+        assert api.get(f"/runs/{other}/artifacts").json()["artifacts"] == []

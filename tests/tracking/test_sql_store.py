@@ -134,3 +134,44 @@ def test_two_processes_logging_into_one_sqlite_file_lose_nothing(store_url, pods
     # the same file logged by both processes is one dataset? no: different names -> two records
     assert {d.name for r in run_ids for d in registry.get_run_datasets(r)} == {"data-a", "data-b"}
     assert len({d.id for r in run_ids for d in registry.get_run_datasets(r)}) == 2
+
+
+postgres_only = pytest.mark.parametrize("store_url", [pytest.param("postgres", marks=pytest.mark.postgres)],
+                                        indirect=True)
+
+
+@postgres_only
+def test_a_pooled_connection_the_database_closed_while_idle_is_replaced(store_url, postgres_server):
+    store = SQLStore(store_url)
+    try:
+        run_id = _run(store)
+        database = sa.make_url(store_url).database
+        postgres_server.admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              f"WHERE datname = '{database}' AND pid <> pg_backend_pid()")
+        time.sleep(5.5)  # idle past the check-on-checkout threshold
+        assert store.has_run(run_id)
+        store.log_params(run_id, {"lr": "0.1"})
+        assert store.get_run(run_id)["params"] == {"lr": "0.1"}
+    finally:
+        store.close()
+
+
+@postgres_only
+def test_run_tables_are_analyzed_as_they_first_fill(store_url):
+    store = SQLStore(store_url)
+    try:
+        with store._engine.connect() as conn:
+            before = conn.execute(sa.text("SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'runs' "
+                                          "AND coalesce(analyze_count, 0) + coalesce(autoanalyze_count, 0) > 0")).scalar()
+        for _ in range(60):  # 60 runs x (1 + 2 params): past the first threshold (100 rows)
+            store.log_params(_run(store), {"a": "1", "b": "2"})
+        deadline = time.monotonic() + 10  # (autovacuum looks once a minute: this is the store's own ANALYZE)
+        while time.monotonic() < deadline:
+            with store._engine.connect() as conn:
+                planned = conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE relname = 'runs'")).scalar()
+            if planned >= 30:  # analyzed when 100 rows were written: 34 runs
+                break
+            time.sleep(0.2)
+        assert before == 0 and planned >= 30, planned  # the planner knows the table's size (never analyzed: -1)
+    finally:
+        store.close()
