@@ -426,14 +426,15 @@ class SQLStore(Store):
         return text if self._ph == "?" else text.replace("?", "%s")
 
     @contextlib.contextmanager
-    def _cursor(self, write: bool):
+    def _cursor(self, write: bool, one_statement: bool = False):
         """A driver cursor in one transaction (SQLite writes: ``BEGIN IMMEDIATE``), committed when
-        the block ends and rolled back if it raises."""
+        the block ends and rolled back if it raises. On PostgreSQL, reads and blocks of
+        ``one_statement`` (atomic on its own) run in autocommit: no BEGIN and COMMIT round trips."""
         if write and self._wal_path is not None and (self._checkpointer is None or not self._checkpointer.is_alive()):
             self._checkpointer = _Checkpointer(str(Path(self._wal_path).expanduser()), self.busy_timeout)
             self._checkpointer.start()
         conn = self._engine.raw_connection()
-        autocommit = not write and not self._sqlite
+        autocommit = (one_statement or not write) and not self._sqlite
         try:
             if autocommit:  # see _read
                 conn.driver_connection.autocommit = True
@@ -543,22 +544,26 @@ class SQLStore(Store):
     # -- runs ----------------------------------------------------------------------------------
     def create_run(self, run):
         sql = self._sql
-        with self._cursor(write=True) as cur:
-            cur.execute(sql("SELECT 1 FROM experiments WHERE id = ? AND project_id = ?"),
-                        (run["experiment_id"], self.project_id))
-            if cur.fetchone() is None:
-                raise ExperimentNotFoundError(f"no experiment with id {run['experiment_id']!r}")
-            if run.get("parent_run_id") is not None:
-                cur.execute(sql("SELECT 1 FROM runs WHERE id = ? AND project_id = ?"),
-                            (run["parent_run_id"], self.project_id))
-                if cur.fetchone() is None:
-                    raise RunNotFoundError(f"no run with id {run['parent_run_id']!r} (the parent run)")
+        tags = run.get("tags") or {}
+        parent = run.get("parent_run_id")
+        # inserted only where its experiment (and parent run) are this project's: one statement, atomic alone
+        where = "EXISTS (SELECT 1 FROM experiments WHERE id = ? AND project_id = ?)"
+        checked = [run["experiment_id"], self.project_id]
+        if parent is not None:
+            where += " AND EXISTS (SELECT 1 FROM runs WHERE id = ? AND project_id = ?)"
+            checked += [parent, self.project_id]
+        with self._cursor(write=True, one_statement=not tags) as cur:
             cur.execute(sql("INSERT INTO runs (id, experiment_id, project_id, name, parent_run_id, status, start_time, "
-                            "end_time, source, gpu) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                        (run["id"], run["experiment_id"], self.project_id, run.get("name"), run.get("parent_run_id"),
+                            f"end_time, source, gpu) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE {where}"),
+                        [run["id"], run["experiment_id"], self.project_id, run.get("name"), parent,
                          run.get("status", "running"), run["start_time"], run.get("end_time"), run.get("source"),
-                         _dumps(run.get("gpu"))))
-            tags = run.get("tags") or {}
+                         _dumps(run.get("gpu"))] + checked)
+            if cur.rowcount == 0:
+                cur.execute(sql("SELECT 1 FROM experiments WHERE id = ? AND project_id = ?"),
+                            (run["experiment_id"], self.project_id))
+                if cur.fetchone() is None:
+                    raise ExperimentNotFoundError(f"no experiment with id {run['experiment_id']!r}")
+                raise RunNotFoundError(f"no run with id {parent!r} (the parent run)")
             if tags:
                 cur.executemany(sql("INSERT INTO tags (run_id, key, value) VALUES (?, ?, ?)"),
                                 [(run["id"], k, str(v)) for k, v in tags.items()])
@@ -576,7 +581,7 @@ class SQLStore(Store):
         if "gpu" in values:
             values["gpu"] = _dumps(values["gpu"])
         names = sorted(values)
-        with self._cursor(write=True) as cur:
+        with self._cursor(write=True, one_statement=True) as cur:
             cur.execute(self._sql(f"UPDATE runs SET {', '.join(n + ' = ?' for n in names)} "
                                   "WHERE id = ? AND project_id = ?"),
                         [values[n] for n in names] + [run_id, self.project_id])
