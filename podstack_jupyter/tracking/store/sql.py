@@ -638,9 +638,12 @@ class SQLStore(Store):
             return
         sql = self._sql
         with self._cursor(write=True) as cur:
-            self._require_run(cur, run_id)
-            cur.execute(sql("SELECT key, value FROM params WHERE run_id = ?"), (run_id,))
-            existing = dict(cur.fetchall())
+            cur.execute(sql("SELECT p.key, p.value FROM runs r LEFT JOIN params p ON p.run_id = r.id "
+                            "WHERE r.id = ? AND r.project_id = ?"), (run_id, self.project_id))
+            found = cur.fetchall()
+            if not found:
+                raise RunNotFoundError(f"no run with id {run_id!r}")
+            existing = {key: value for key, value in found if key is not None}
             conflicts = {k: (existing[k], v) for k, v in params.items()
                          if k in existing and existing[k] != v and not k.startswith(MUTABLE_PARAM_PREFIXES)}
             if conflicts:
@@ -714,9 +717,11 @@ class SQLStore(Store):
                     return False
             if self._view_of is not None:  # a project's view (the team server): every run must be the project's
                 self._require_runs(cur, {chunk[0] for chunk in chunks})
-            cur.executemany(self._latest_sql, latest)
-            cur.executemany(self._sql('INSERT INTO metric_chunks (run_id, key, count, first_step, last_step, steps, '
-                                      '"values", timestamps) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'), chunks)
+            # (PostgreSQL: both sent before either answer comes, one round trip)
+            with contextlib.nullcontext() if self._sqlite else cur.connection.pipeline():
+                cur.executemany(self._latest_sql, latest)
+                cur.executemany(self._sql('INSERT INTO metric_chunks (run_id, key, count, first_step, last_step, '
+                                          'steps, "values", timestamps) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'), chunks)
         self._wrote(len(latest))
         return True
 
