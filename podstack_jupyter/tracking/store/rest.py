@@ -309,8 +309,8 @@ class RESTStore(Store):
             raise E.InvalidArgumentError(f"update_run: a podstack server run's {sorted(unknown)} cannot be changed")
         if fields.get("status") not in (None, "running"):
             self.cache.drain(run_id, wait=False)  # artifacts logged while the server was away, before the end
-        return self._run(self._call("PATCH", f"/runs/{_q(run_id)}", {k: fields[k] for k in ("status", "end_time", "name")
-                                                                     if k in fields}))
+        changes = {k: fields[k] for k in ("status", "end_time", "name") if k in fields}
+        return self._run(self._call("PATCH", f"/runs/{_q(run_id)}", changes))
 
     def get_runs(self, run_ids):
         run_ids = list(run_ids)

@@ -606,7 +606,9 @@ class SQLStore(Store):
         run_ids = list(dict.fromkeys(run_ids))
         found: dict = {}
         with self._cursor(write=False) as cur:
-            for chunk in _chunks(run_ids, _CHUNK // 3):  # (the second query names the ids thrice)
+            # (SQLite: the second query names each id thrice, within its limit on parameters; PostgreSQL
+            # sends them as one array)
+            for chunk in _chunks(run_ids, _CHUNK // 3 if self._sqlite else _CHUNK):
                 among, ids = self._among("id", chunk)
                 if self._sqlite:
                     project, ids = "?", ids + [self.project_id]
