@@ -6,6 +6,11 @@ HMAC-SHA256 keyed with the server's secret, so the database alone does not give 
 A key belongs to one project (and, with ``--user``, to a user who is a member of it); revoking
 it, or removing the user from the project, refuses it from the next request on.
 
+On PostgreSQL a server keeps the keys it has checked in memory (no lookup per request) for as long
+as it listens to the database's notifications of changes to keys, memberships, users and projects
+(sent by triggers, migration 0004, whoever writes): each one forgets every key it kept. While it is
+not listening (the connection lost, not yet back) every request looks its key up.
+
 The server's secret comes from ``PODSTACK_SERVER_SECRET`` (64 hex characters) or the file
 ``<podstack home>/server-secret`` (created, readable by its owner only, on first use). The
 database remembers a fingerprint of it, so a server or ``podstack admin`` started with another
@@ -18,7 +23,10 @@ import dataclasses
 import hashlib
 import hmac
 import os
+import logging
 import secrets
+import select
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -38,6 +46,12 @@ _ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 _ID_LENGTH = 12
 _SECRET_LENGTH = 43  # token_urlsafe(32)
 _LAST_USED_EVERY = 60.0  # seconds between writes of a key's last use
+_CHANNEL = "podstack_accounts"  # what migration 0004's triggers notify
+_WATCHER_NAME = "podstack-accounts-watch"
+_PROOF_EVERY = 1.0  # seconds between the listening connection's proofs of life
+_PROOF_WITHIN = 3.0  # ... and how old the last proof may be for kept keys to be trusted
+
+log = logging.getLogger("podstack.server")
 
 
 def load_secret(path: str | os.PathLike | None = None) -> bytes:
@@ -98,6 +112,96 @@ def _parse_key(token) -> tuple[str, str] | None:
     return key_id, token[len(KEY_PREFIX) + _ID_LENGTH + 1:]
 
 
+class _CheckedKeys:
+    """Keys checked recently (``key id -> (secret hash, Principal)``), trusted only while a
+    connection of their own LISTENs to the accounts' changes on PostgreSQL.
+
+    ``generation`` moves on with every notification and every lost or new connection, each time
+    forgetting every key; a key looked up in the database is kept only if the generation did not
+    move meanwhile (a revocation committed during the lookup is not undone by keeping its result)."""
+
+    def __init__(self, engine: sa.engine.Engine):
+        self._engine = engine
+        self._keys: dict[str, tuple[str, Principal]] = {}
+        self._lock = threading.Lock()
+        self.generation = 0
+        self._proved_at: float | None = None  # monotonic time of the last proof of life (None: not listening)
+        self._socket: int | None = None  # the listening connection's
+        self._socket_was_open = False  # (the last attempt listened: a new loss is worth a warning)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=_WATCHER_NAME, daemon=True)
+        self._thread.start()
+
+    def get(self, key_id: str) -> tuple[str, Principal] | None:
+        proved_at = self._proved_at
+        if proved_at is None or time.monotonic() - proved_at > _PROOF_WITHIN or self._news_waiting():
+            return None
+        return self._keys.get(key_id)
+
+    def _news_waiting(self) -> bool:
+        """Whether a notification arrived that the watching thread has not taken in yet (a key
+        revoked a moment ago: not trusted until it has)."""
+        fd = self._socket
+        if fd is None:
+            return True
+        try:
+            poll = select.poll()
+            poll.register(fd, select.POLLIN)
+            return bool(poll.poll(0))
+        except (OSError, ValueError):
+            return True
+
+    def keep(self, generation: int, key_id: str, entry: tuple[str, Principal]) -> None:
+        with self._lock:
+            if generation == self.generation and self._proved_at is not None:
+                self._keys[key_id] = entry
+
+    def _forget(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._keys.clear()
+
+    def _watch(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self._listen()
+            except Exception as exc:  # noqa: BLE001 - lost: look keys up until listening again
+                failures = 1 if self._socket_was_open else failures + 1
+                if failures == 1:
+                    log.warning("podstack server: not listening to API key changes (%s); every request looks "
+                                "its key up until the database is back", exc)
+            self._proved_at = None
+            self._forget()
+            self._stop.wait(min(1.0 * failures, 5.0))
+
+    def _listen(self) -> None:
+        self._socket_was_open = False
+        pooled = self._engine.raw_connection()
+        conn = pooled.driver_connection
+        pooled.detach()  # a connection of its own, made with the engine's settings
+        try:
+            conn.autocommit = True
+            conn.execute(f"SET application_name = '{_WATCHER_NAME}'")  # (seen so in pg_stat_activity)
+            conn.execute(f"LISTEN {_CHANNEL}")
+            self._forget()  # what was kept before this connection listened is not trusted
+            self._socket = conn.fileno()
+            self._socket_was_open = True
+            while not self._stop.is_set():
+                self._proved_at = time.monotonic()
+                for _ in conn.notifies(timeout=_PROOF_EVERY):
+                    self._forget()
+                conn.execute("SELECT 1")
+        finally:
+            self._socket = None
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._proved_at = None
+        self._thread.join(_PROOF_EVERY + 2)
+
+
 class Accounts:
     """The accounts tables of the database behind ``engine``, with keys hashed under ``secret``."""
 
@@ -105,6 +209,7 @@ class Accounts:
         self.engine = engine
         self._secret = secret
         self._last_used: dict[str, float] = {}
+        self._checked: _CheckedKeys | None = None
         self._check_fingerprint()
         self._lookup = sa.text(
             "SELECT k.secret_hash, k.project_id, p.name, k.user_id, u.name, k.revoked_at, "
@@ -252,12 +357,35 @@ class Accounts:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
+    def keep_checked_keys(self) -> None:
+        """Keep the keys checked in memory (PostgreSQL only: see the module docstring); a server
+        calls this once, and ``close()`` when it stops."""
+        if self._checked is None and self.engine.dialect.name == "postgresql":
+            self._checked = _CheckedKeys(self.engine)
+
+    def close(self) -> None:
+        if self._checked is not None:
+            self._checked.close()
+
+    def known(self, token) -> Principal | None:
+        """The principal of a key checked moments ago, without a lookup; ``None``: call :meth:`authenticate`."""
+        parsed = _parse_key(token) if self._checked is not None else None
+        if parsed is None:
+            return None
+        key_id, secret_part = parsed
+        entry = self._checked.get(key_id)
+        if entry is None or time.time() - self._last_used.get(key_id, 0.0) > _LAST_USED_EVERY:
+            return None
+        secret_hash, principal = entry
+        return principal if hmac.compare_digest(secret_hash, self._hash(secret_part)) else None
+
     def authenticate(self, token) -> Principal | None:
         """The principal of a valid, unrevoked key (whose user is still a project member), else ``None``."""
         parsed = _parse_key(token)
         if parsed is None:
             return None
         key_id, secret_part = parsed
+        generation = self._checked.generation if self._checked is not None else None
         with reading(self.engine) as conn:
             row = conn.execute(self._lookup, {"id": key_id}).first()
         if row is None:
@@ -265,9 +393,12 @@ class Accounts:
         secret_hash, project_id, project_name, user_id, user_name, revoked_at, member = row
         if revoked_at is not None or not member or not hmac.compare_digest(secret_hash, self._hash(secret_part)):
             return None
+        principal = Principal(key_id, project_id, project_name, user_id, user_name)
         now = time.time()
         if now - self._last_used.get(key_id, 0.0) > _LAST_USED_EVERY:
             self._last_used[key_id] = now
             with self.engine.begin() as conn:
                 conn.execute(S.api_keys.update().where(S.api_keys.c.id == key_id).values(last_used_at=now))
-        return Principal(key_id, project_id, project_name, user_id, user_name)
+        if self._checked is not None:
+            self._checked.keep(generation, key_id, (secret_hash, principal))
+        return principal

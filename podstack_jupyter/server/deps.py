@@ -9,6 +9,7 @@ are simply not found (404).
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from ..errors import AuthenticationError, RateLimitError
@@ -31,14 +32,15 @@ def _token(request: HTTPConnection) -> str | None:
     return request.query_params.get("token") or None
 
 
-def project(request: HTTPConnection) -> ProjectContext:
+async def project(request: HTTPConnection) -> ProjectContext:
     """The request's project context (see the module docstring); websockets are checked the same way."""
     state = request.app.state.podstack
     token = _token(request)
     if token is None:
         raise AuthenticationError("no API key: send 'Authorization: Bearer <key>' (podstack admin key create makes "
                                   "one; podstack.init(api_key=...) or PODSTACK_API_KEY on the client)")
-    principal = state.accounts.authenticate(token)
+    # a key checked moments ago is answered here; a lookup in the database waits in a worker thread
+    principal = state.accounts.known(token) or await run_in_threadpool(state.accounts.authenticate, token)
     if principal is None:
         raise AuthenticationError("invalid or revoked API key")
     request.state.principal = principal

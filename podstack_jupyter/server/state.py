@@ -78,6 +78,7 @@ class ServerState:
         checking that both can be used."""
         self.store = SQLStore(self.config.db)
         self.accounts = Accounts(self.store.engine, load_secret(self.config.secret_file))
+        self.accounts.keep_checked_keys()
         self.artifacts = open_repository(self.config.artifacts)
         self.artifacts.check()
         P = S.pending_uploads
@@ -112,6 +113,8 @@ class ServerState:
                 log.exception("podstack server: closing %r failed", part)
         if self._sweeper is not None:
             self._sweeper.join(5)
+        if self.accounts is not None:
+            self.accounts.close()
         if self.store is not None:
             self.store.close()
 

@@ -123,7 +123,7 @@ def test_a_database_from_before_projects_is_the_default_project(store_url, podst
     engine.dispose()
     store = SQLStore(store_url)
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
     assert store.get_experiment_by_name("old")["id"] == "e1" and store.get_run("r1")["name"] == "old-run"
     model = store.get_registered_model(name="old-model")
     assert model["id"] == "m1" and model["last_version"] == 1

@@ -41,7 +41,7 @@ def test_migrations_create_exactly_the_declared_schema(store_url):
         revision = context.get_current_revision()
     store.close()
     assert diff == []
-    assert revision == "0003"
+    assert revision == "0004"
 
 
 def test_reopening_an_upgraded_store_keeps_its_data(store_url):
