@@ -95,6 +95,25 @@ def test_metric_batches_with_an_id_are_stored_once(two_projects):
     assert [p.step for p in a.get_metric_history(run["id"], "loss")] == [0, 0, 1]
 
 
+def test_writes_naming_a_run_not_of_the_project_are_refused_whole(two_projects):
+    """Params or a metric batch naming a run of another project, or no run at all: RunNotFoundError
+    naming it, and nothing of the call is written (a refused batch id is not taken either)."""
+    a, b = two_projects
+    run = a.create_run(a.ensure_experiment("e").id)["id"]
+    foreign, ghost = b.create_run(b.ensure_experiment("e").id)["id"], str(uuid.uuid4())
+    batch = uuid.uuid4().hex
+    for missing in (foreign, ghost):
+        series = [(run, "loss", [0], [0.5], [1.0]), (missing, "loss", [0], [0.5], [1.0])]
+        with pytest.raises(RunNotFoundError, match=missing):
+            a.store.log_metric_series(series, batch_id=batch)
+        with pytest.raises(RunNotFoundError, match=missing):
+            a.store.log_params(missing, {"lr": "0.1"})
+    assert a.get_metric_history(run, "loss") == [] and a.get_run(run)["metrics"] == {}
+    assert b.get_run(foreign)["params"] == {} and b.get_run(foreign)["metrics"] == {}
+    assert a.store.log_metric_series([(run, "loss", [0], [0.5], [1.0])], batch_id=batch) is True
+    assert [p.value for p in a.get_metric_history(run, "loss")] == [0.5]
+
+
 def test_a_database_from_before_projects_is_the_default_project(store_url, podstack_home, request):
     """A 0002 database (before both the richer model registry, 0003m, and projects, 0003) upgrades
     through both: its records are the project ``default``'s, its versions get their automatic names."""

@@ -35,6 +35,9 @@ def test_a_run_block_records_status_times_params_tags_and_metrics():
     assert stored.tags == {"team": "nlp", "framework": "pytorch", "a": "1", "b": "two"}
     assert stored.metrics == {"loss": pytest.approx(1 / 3), "accuracy": pytest.approx(0.7)}
     assert stored.start_time.endswith("+00:00") and stored.info.id == run.id
+    # the run object itself holds what was stored once the block ended
+    assert (run.params, run.tags, run.metrics, run.end_time) == (stored.params, stored.tags, stored.metrics,
+                                                                 stored.end_time)
 
 
 def test_run_status_follows_how_the_block_ends():

@@ -102,24 +102,25 @@ def search_runs(body: SearchIn, ctx: ProjectContext = Depends(project)):
 def update_run(run_id: str, body: RunUpdate, ctx: ProjectContext = Depends(project)):
     """`status: "running"` resumes an ended run (with `name`, renames it); an ended status
     (`completed`, `failed`, `killed`) ends it at `end_time` (epoch seconds, default now)."""
+    record = None
     if body.status == "running":
         ctx.tracking.resume_run(run_id, name=body.name)
     elif body.status in ENDED_STATUSES:
         if body.name is not None:
             raise InvalidArgumentError("rename a run by resuming it (status 'running' with a name)")
         finalize_pending(ctx, run_id)
-        ctx.tracking.end_run(run_id, body.status, body.end_time)
+        record = ctx.tracking.end_run(run_id, body.status, body.end_time)
     else:
         raise InvalidArgumentError(f"status must be one of {list(RUN_STATUSES)}, got {body.status!r}")
-    return JSON(run_json(ctx.tracking.get_run(run_id), ctx.project_id))
+    return JSON(run_json(record or ctx.tracking.get_run(run_id), ctx.project_id))
 
 
 @router.post("/runs/{run_id}/end", summary="End a run")
 def end_run(run_id: str, body: EndIn, ctx: ProjectContext = Depends(project)):
     """End the run with `status` (`completed`, `failed` or `killed`); uploads still pending are finalized first."""
     finalize_pending(ctx, run_id)
-    ctx.tracking.end_run(run_id, body.status)
-    return JSON({"run": run_json(ctx.tracking.get_run(run_id), ctx.project_id)})
+    record = ctx.tracking.end_run(run_id, body.status)
+    return JSON({"run": run_json(record or ctx.tracking.get_run(run_id), ctx.project_id)})
 
 
 @router.post("/runs/{run_id}/params", summary="Log params")

@@ -89,7 +89,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def update_run(self, run_id: str, fields: dict) -> dict | None:
         """Set some of ``status``, ``end_time``, ``name``, ``source``, ``gpu`` of a run. Returns
-        the updated run record where the store has it at no cost (a server's answer), else ``None``."""
+        the updated run record where the store has it at no cost (a server's answer, PostgreSQL's reply
+        in the same round trip), else ``None``."""
 
     @abc.abstractmethod
     def get_runs(self, run_ids: list) -> list:

@@ -318,6 +318,19 @@ def _from_the_database(exc: BaseException) -> bool:
     return isinstance(exc, (sa.exc.SQLAlchemyError, sqlite3.Error)) or type(exc).__module__.startswith("psycopg")
 
 
+_NEW_BATCH = ("INSERT INTO metric_batches (id, project_id, created_at) VALUES (?, ?, ?) "
+              "ON CONFLICT (id) DO NOTHING")
+_FOREIGN_KEY_VIOLATION = "23503"  # PostgreSQL's SQLSTATE
+
+
+class _AlreadyStored(Exception):
+    """A metric batch whose id is stored already: what was written of it again is undone."""
+
+
+class _RunMissing(Exception):
+    """A write named a run that does not exist (PostgreSQL's foreign key error is its cause)."""
+
+
 def _guarded(method):
     """Run a store call as one attempt after another while the database is locked by another
     process (up to ``lock_timeout``), and turn the database's own errors into ``StoreError``
@@ -581,12 +594,23 @@ class SQLStore(Store):
         if "gpu" in values:
             values["gpu"] = _dumps(values["gpu"])
         names = sorted(values)
+        update = self._sql(f"UPDATE runs SET {', '.join(n + ' = ?' for n in names)} WHERE id = ? AND project_id = ?")
+        arguments = [values[n] for n in names] + [run_id, self.project_id]
         with self._cursor(write=True, one_statement=True) as cur:
-            cur.execute(self._sql(f"UPDATE runs SET {', '.join(n + ' = ?' for n in names)} "
-                                  "WHERE id = ? AND project_id = ?"),
-                        [values[n] for n in names] + [run_id, self.project_id])
-            if cur.rowcount == 0:
-                raise RunNotFoundError(f"no run with id {run_id!r}")
+            if self._sqlite:
+                cur.execute(update, arguments)
+                if cur.rowcount == 0:
+                    raise RunNotFoundError(f"no run with id {run_id!r}")
+                return None
+            with cur.connection.pipeline():  # PostgreSQL: the updated run read back in the same round trip
+                cur.execute(update + f" RETURNING {self._RUN_COLUMNS}", arguments)
+                side = cur.connection.cursor()
+                side.execute(*self._details_query([run_id]))
+            found, details = self._run_records(cur.fetchall()), side.fetchall()
+        if not found:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+        self._add_details(found, details)
+        return found[run_id]
 
     def has_run(self, run_id):
         with self._cursor(write=False) as cur:
@@ -602,6 +626,31 @@ class SQLStore(Store):
             return f"{column} IN ({', '.join('?' * len(ids))})", list(ids) * times
         return f"{column} IN (SELECT unnest(%(ids)s::text[]))", {"ids": list(ids)}
 
+    _RUN_COLUMNS = "id, experiment_id, name, parent_run_id, status, start_time, end_time, source, gpu"
+
+    @staticmethod
+    def _run_records(rows) -> dict:
+        """``{id: record}`` of rows of ``_RUN_COLUMNS``, without their params, tags and metrics yet."""
+        return {r[0]: {"id": r[0], "experiment_id": r[1], "name": r[2], "parent_run_id": r[3], "status": r[4],
+                       "start_time": r[5], "end_time": r[6], "source": r[7], "gpu": _loads(r[8]),
+                       "params": {}, "tags": {}, "metrics": {}} for r in rows}
+
+    def _details_query(self, run_ids: list) -> tuple[str, list | dict]:
+        """The params, tags and latest metrics of runs (of this project: the caller read them) in one query."""
+        among, ids = self._among("run_id", run_ids, times=3)
+        return self._sql(f"SELECT 'params', run_id, key, value, CAST(NULL AS DOUBLE PRECISION) FROM params "
+                         f"WHERE {among} UNION ALL SELECT 'tags', run_id, key, value, NULL FROM tags "
+                         f"WHERE {among} UNION ALL SELECT 'metrics', run_id, key, NULL, value "
+                         f"FROM latest_metrics WHERE {among}"), ids
+
+    @staticmethod
+    def _add_details(found: dict, rows) -> None:
+        for field, run_id, key, text, number in rows:
+            if field == "metrics":
+                found[run_id]["metrics"][key] = math.nan if number is None else number
+            else:
+                found[run_id][field][key] = text
+
     def get_runs(self, run_ids):
         run_ids = list(dict.fromkeys(run_ids))
         found: dict = {}
@@ -614,53 +663,62 @@ class SQLStore(Store):
                     project, ids = "?", ids + [self.project_id]
                 else:
                     project, ids = "%(project)s", {**ids, "project": self.project_id}
-                cur.execute(self._sql(f"SELECT id, experiment_id, name, parent_run_id, status, start_time, end_time, "
-                                      f"source, gpu FROM runs WHERE {among} AND project_id = {project}"), ids)
-                rows = cur.fetchall()
-                for r in rows:
-                    found[r[0]] = {"id": r[0], "experiment_id": r[1], "name": r[2], "parent_run_id": r[3],
-                                   "status": r[4], "start_time": r[5], "end_time": r[6], "source": r[7],
-                                   "gpu": _loads(r[8]), "params": {}, "tags": {}, "metrics": {}}
-                if not rows:
+                cur.execute(self._sql(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE {among} AND project_id = {project}"),
+                            ids)
+                records = self._run_records(cur.fetchall())
+                if not records:
                     continue
-                # only this project's runs (another's share nothing, not even params); params, tags and
-                # latest metrics in one round trip
-                among, ids = self._among("run_id", [r[0] for r in rows], times=3)
-                cur.execute(self._sql(f"SELECT 'params', run_id, key, value, CAST(NULL AS DOUBLE PRECISION) FROM params "
-                                      f"WHERE {among} UNION ALL SELECT 'tags', run_id, key, value, NULL FROM tags "
-                                      f"WHERE {among} UNION ALL SELECT 'metrics', run_id, key, NULL, value "
-                                      f"FROM latest_metrics WHERE {among}"), ids)
-                for field, run_id, key, text, number in cur.fetchall():
-                    if field == "metrics":
-                        found[run_id]["metrics"][key] = math.nan if number is None else number
-                    else:
-                        found[run_id][field][key] = text
+                found.update(records)
+                # only this project's runs (another's share nothing, not even params)
+                cur.execute(*self._details_query(list(records)))
+                self._add_details(found, cur.fetchall())
         return [found[i] for i in run_ids if i in found]
 
     def log_params(self, run_id, params):
         if not params:
             return
         sql = self._sql
+        existing_sql = sql("SELECT p.key, p.value FROM runs r LEFT JOIN params p ON p.run_id = r.id "
+                           "WHERE r.id = ? AND r.project_id = ?")
         with self._cursor(write=True) as cur:
-            cur.execute(sql("SELECT p.key, p.value FROM runs r LEFT JOIN params p ON p.run_id = r.id "
-                            "WHERE r.id = ? AND r.project_id = ?"), (run_id, self.project_id))
-            found = cur.fetchall()
-            if not found:
-                raise RunNotFoundError(f"no run with id {run_id!r}")
-            existing = {key: value for key, value in found if key is not None}
-            conflicts = {k: (existing[k], v) for k, v in params.items()
-                         if k in existing and existing[k] != v and not k.startswith(MUTABLE_PARAM_PREFIXES)}
-            if conflicts:
-                shown = ", ".join(f"{k}: logged {old!r}, now {new!r}" for k, (old, new) in conflicts.items())
-                raise InvalidArgumentError(
-                    f"params cannot change once logged ({shown}); nothing was logged. "
-                    "Log the new value under another name, as a tag, or in a new run.")
-            rows = [(run_id, k, v, _number(v)) for k, v in params.items() if existing.get(k) != v]
-            if rows:
+            if self._sqlite:
+                cur.execute(existing_sql, (run_id, self.project_id))
+                existing = self._check_params(run_id, params, cur.fetchall())
                 cur.executemany(sql("INSERT INTO params (run_id, key, value, value_num) VALUES (?, ?, ?, ?) "
                                     "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, "
-                                    "value_num = excluded.value_num"), rows)
-        self._wrote(len(rows))
+                                    "value_num = excluded.value_num"),
+                                [(run_id, k, v, _number(v)) for k, v in params.items() if existing.get(k) != v])
+            else:
+                # PostgreSQL: one round trip (and the COMMIT); the writes are undone when the checks fail.
+                # Rows are written only with their run in this project: no foreign key error to tell apart.
+                with cur.connection.pipeline():
+                    cur.execute(existing_sql, (run_id, self.project_id))
+                    cur.connection.cursor().execute(
+                        "INSERT INTO params (run_id, key, value, value_num) SELECT r.id, u.key, u.value, u.num "
+                        "FROM runs r CROSS JOIN unnest(%s::text[], %s::text[], %s::float8[]) AS u(key, value, num) "
+                        "WHERE r.id = %s AND r.project_id = %s ON CONFLICT (run_id, key) DO UPDATE SET "
+                        "value = excluded.value, value_num = excluded.value_num "
+                        "WHERE params.value IS DISTINCT FROM excluded.value",
+                        (list(params), list(params.values()), [_number(v) for v in params.values()], run_id,
+                         self.project_id))
+                self._check_params(run_id, params, cur.fetchall())
+        self._wrote(len(params))
+
+    @staticmethod
+    def _check_params(run_id, params: dict, found: list) -> dict:
+        """The params the run has (``found``: its ``(key, value)`` rows, one ``(None, None)`` for a
+        run without any); raises unless it was found and no param changes."""
+        if not found:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+        existing = {key: value for key, value in found if key is not None}
+        conflicts = {k: (existing[k], v) for k, v in params.items()
+                     if k in existing and existing[k] != v and not k.startswith(MUTABLE_PARAM_PREFIXES)}
+        if conflicts:
+            shown = ", ".join(f"{k}: logged {old!r}, now {new!r}" for k, (old, new) in conflicts.items())
+            raise InvalidArgumentError(
+                f"params cannot change once logged ({shown}); nothing was logged. "
+                "Log the new value under another name, as a tag, or in a new run.")
+        return existing
 
     def set_tags(self, run_id, tags):
         if not tags:
@@ -713,21 +771,57 @@ class SQLStore(Store):
                            _pack("d", stamps)))
         if not chunks:
             return True
-        with self._cursor(write=True) as cur:
-            if batch_id is not None:
-                cur.execute(self._sql("INSERT INTO metric_batches (id, project_id, created_at) VALUES (?, ?, ?) "
-                                      "ON CONFLICT (id) DO NOTHING"), (batch_id, self.project_id, time.time()))
-                if cur.rowcount == 0:
-                    return False
-            if self._view_of is not None:  # a project's view (the team server): every run must be the project's
-                self._require_runs(cur, {chunk[0] for chunk in chunks})
-            # (PostgreSQL: both sent before either answer comes, one round trip)
-            with contextlib.nullcontext() if self._sqlite else cur.connection.pipeline():
-                cur.executemany(self._latest_sql, latest)
-                cur.executemany(self._sql('INSERT INTO metric_chunks (run_id, key, count, first_step, last_step, '
-                                          'steps, "values", timestamps) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'), chunks)
+        run_ids = sorted({chunk[0] for chunk in chunks})
+        chunks_sql = self._sql('INSERT INTO metric_chunks (run_id, key, count, first_step, last_step, steps, '
+                               '"values", timestamps) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+        try:
+            with self._cursor(write=True) as cur:
+                if self._sqlite:
+                    if batch_id is not None:
+                        cur.execute(self._sql(_NEW_BATCH), (batch_id, self.project_id, time.time()))
+                        if cur.rowcount == 0:
+                            return False
+                    if self._view_of is not None:  # a project's view (the team server): every run must be the project's
+                        self._require_runs(cur, run_ids)
+                    cur.executemany(self._latest_sql, latest)
+                    cur.executemany(chunks_sql, chunks)
+                else:
+                    self._write_series_at_once(cur, batch_id, run_ids, latest, chunks_sql, chunks)
+        except _AlreadyStored:
+            return False
+        except _RunMissing as missing:
+            with self._cursor(write=False) as cur:
+                self._require_runs(cur, run_ids)  # names the missing run
+            raise missing.__cause__  # (they are all there now: created meanwhile) the database's error
         self._wrote(len(latest))
         return True
+
+    def _write_series_at_once(self, cur, batch_id, run_ids, latest, chunks_sql, chunks) -> None:
+        """PostgreSQL: the batch id, the runs' check and the writes in one round trip (then the
+        COMMIT); raising after it undoes the writes."""
+        conn = cur.connection
+        batch = conn.cursor() if batch_id is not None else None
+        runs = conn.cursor() if self._view_of is not None else None
+        try:
+            with conn.pipeline():
+                if batch is not None:
+                    batch.execute(self._sql(_NEW_BATCH), (batch_id, self.project_id, time.time()))
+                if runs is not None:  # a project's view (the team server): every run must be the project's
+                    among, ids = self._among("id", run_ids)
+                    runs.execute(f"SELECT id FROM runs WHERE {among} AND project_id = %(project)s",
+                                 {**ids, "project": self.project_id})
+                cur.executemany(self._latest_sql, latest)
+                cur.executemany(chunks_sql, chunks)
+        except Exception as exc:
+            if runs is not None and getattr(exc, "sqlstate", None) == _FOREIGN_KEY_VIOLATION:
+                raise _RunMissing() from exc
+            raise
+        if batch is not None and batch.rowcount == 0:
+            raise _AlreadyStored()
+        if runs is not None:
+            missing = set(run_ids) - {r[0] for r in runs.fetchall()}
+            if missing:
+                raise RunNotFoundError(f"no run with id {min(missing)!r}")
 
     def _require_runs(self, cur, run_ids) -> None:
         for chunk in _chunks(sorted(run_ids)):
