@@ -12,13 +12,18 @@ Errors are ``{"error": "<message>", "type": "<podstack error class>"}`` for ever
 
 from __future__ import annotations
 
+import array
+import base64
+import binascii
 import json
 import math
+import sys
 from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
+from ..errors import InvalidArgumentError
 from ..tracking._entities import iso
 
 __all__ = ["JSON", "experiment_json", "run_json", "dataset_json", "model_json", "version_json", "alias_json",
@@ -155,12 +160,6 @@ class RunIn(_Body):
     gpu: Optional[dict[str, Any]] = None
 
 
-class RunUpdate(_Body):
-    status: Optional[str] = None
-    end_time: Optional[float] = Field(None, description="epoch seconds")
-    name: Optional[str] = None
-
-
 class EndIn(_Body):
     status: str = "completed"
 
@@ -221,6 +220,45 @@ class SeriesIn(_Body):
 class MetricBatchIn(_Body):
     batch_id: Optional[str] = Field(None, description="a batch sent again with the same id is stored once")
     series: list[SeriesIn]
+
+    def columns(self) -> list:
+        """The series as ``(run_id, key, steps, values, timestamps)`` arrays (``InvalidArgumentError``
+        naming what is malformed)."""
+        series = []
+        for s in self.series:
+            if s.encoding != "base64-le":
+                raise InvalidArgumentError(f"series encoding must be 'base64-le', got {s.encoding!r}")
+            if s.count < 0:
+                raise InvalidArgumentError(f"series count must be >= 0, got {s.count}")
+            where = f"metric {s.key!r} of run {s.run_id!r}"
+            series.append((s.run_id, s.key, unpack("q", s.steps, s.count, f"{where}: steps"),
+                           unpack("d", s.values, s.count, f"{where}: values"),
+                           unpack("d", s.timestamps, s.count, f"{where}: timestamps")))
+        return series
+
+
+class RunUpdate(_Body):
+    status: Optional[str] = None
+    end_time: Optional[float] = Field(None, description="epoch seconds")
+    name: Optional[str] = None
+    metrics: Optional[MetricBatchIn] = Field(
+        None, description="with an ended status: the run's last points (as /metrics/batch), stored before it ends")
+
+
+def unpack(typecode: str, text: str, count: int, what: str) -> array.array:
+    """A base64 little-endian array of ``count`` items (``InvalidArgumentError`` naming ``what``)."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgumentError(f"{what} is not base64") from None
+    items = array.array(typecode)
+    if len(raw) != count * items.itemsize:
+        raise InvalidArgumentError(f"{what} holds {len(raw)} bytes, not the {count * items.itemsize} of {count} "
+                                   f"{'int64' if typecode == 'q' else 'float64'} values")
+    items.frombytes(raw)
+    if sys.byteorder == "big":
+        items.byteswap()
+    return items
 
 
 class DatasetIn(_Body):

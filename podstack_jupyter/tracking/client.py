@@ -287,14 +287,24 @@ class TrackingClient:
             events.publish("run.started", run=record)
         return record
 
-    def end_run(self, run_id: str, status: str = "completed", end_time: float | None = None) -> dict | None:
+    def end_run(self, run_id: str, status: str = "completed", end_time: float | None = None, *,
+                last_series: list | None = None) -> dict | None:
         """End a run: ``completed``, ``failed`` or ``killed`` (at ``end_time``, default now).
-        Returns the ended run's record where the store answered with it, else ``None``."""
+        ``last_series``: metric series to write first (the metric buffer's last batch; a server
+        takes both in one request). Returns the ended run's record where the store answered with
+        it, else ``None``."""
         run_id = V.identifier("run_id", run_id)
         if status not in ENDED_STATUSES:
             raise InvalidArgumentError(f"end_run: status {status!r} is not one of {list(ENDED_STATUSES)}")
         end_time = time.time() if end_time is None else V.number("end_time", end_time)
-        record = self.store.update_run(run_id, {"status": status, "end_time": end_time})
+        fields = {"status": status, "end_time": end_time}
+        if not last_series:
+            record = self.store.update_run(run_id, fields)
+        elif getattr(self.store, "ends_runs_with_series", False):
+            record = self.store.end_run_with_series(run_id, fields, last_series)
+        else:
+            self.store.log_metric_series(last_series)
+            record = self.store.update_run(run_id, fields)
         if events.has_subscribers("run.ended"):
             events.publish("run.ended", run_id=run_id, status=status, end_time=end_time)
         return record

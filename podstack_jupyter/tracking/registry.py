@@ -210,15 +210,22 @@ def end_run(status: str = "completed", *, run_id: str | None = None) -> None:
         run_id = top.id
     ended = active_runs.pop_through(run_id)
     tracking = client()
+    now = time.time()
+    records = {}
+
+    def end_with(series):  # the run's last points go with its end (one request to a server)
+        records[run_id] = tracking.end_run(run_id, status, now, last_series=series)
+
+    one_run = [run.id for run in ended] == [run_id] and metric_buffer.store is tracking.store
     try:
-        metric_buffer.flush()
+        metric_buffer.flush(last=end_with if one_run and getattr(tracking.store, "ends_runs_with_series", False)
+                            else None)
     finally:
-        now = time.time()
         if not ended:  # not active here: just record the status
             tracking.end_run(run_id, status, now)
             metric_buffer.run_ended(run_id)
         for run in ended:
-            record = tracking.end_run(run.id, status, now)
+            record = records[run.id] if run.id in records else tracking.end_run(run.id, status, now)
             metric_buffer.forget_run(run.id)
             run.status, run._end = status, now
             if record is None:

@@ -29,7 +29,7 @@ from ._entities import _rich_display, iso
 from . import _validate as V
 from ..events import has_subscribers
 from ._publish import TOPIC, publish_series
-from .journal import Journal, durable_url, journal_directory, reason, recover, set_aside, write_series
+from .journal import Journal, WriteOutcome, durable_url, journal_directory, reason, recover, set_aside, write_series
 
 __all__ = ["Run", "active_runs", "metric_buffer", "clean_metrics"]
 
@@ -518,19 +518,22 @@ class _MetricBuffer:
         journal = self._journal
         return journal.pending() if journal is not None else 0
 
-    def flush(self, raise_errors: bool = True) -> None:
+    def flush(self, raise_errors: bool = True, last=None) -> None:
         """Write every point logged so far to the store now. With ``raise_errors``, raise what went
         wrong since the last such call: the store cannot be written (the points stay journaled and
-        are retried), or it refused some points (set aside; every other point was written)."""
+        are retried), or it refused some points (set aside; every other point was written).
+
+        ``last(series)``, if given, writes the last batch instead (ending a run with its last points
+        in one request); when it raises, the batch is written as any other."""
         journal = self._journal
         if journal is not None:
             with self._flush_lock:
                 if journal is self._journal:
-                    self._drain(journal)
+                    self._drain(journal, last)
         if raise_errors:
             self._raise_problems()
 
-    def _drain(self, journal: Journal) -> None:
+    def _drain(self, journal: Journal, last=None) -> None:
         store = self._store
         target = journal.written()  # what was logged when the flush began (a busy logger cannot hold it forever)
         while self._flushed < target:
@@ -538,7 +541,15 @@ class _MetricBuffer:
             if batch is None:
                 break
             batch.segment.mark_attempted(batch.end)
-            outcome = write_series(store, batch.series)
+            outcome = None
+            if last is not None and self._flushed + batch.count >= target:
+                try:
+                    last(batch.series)
+                    outcome = WriteOutcome()
+                except Exception:  # noqa: BLE001 - written the usual way below (which says what went wrong)
+                    pass
+            if outcome is None:
+                outcome = write_series(store, batch.series)
             if outcome.down is not None:
                 self._down = outcome.down
                 journal.sync()  # they wait here: keep them through a machine crash too

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from _services.podstack_server import LiveServer, env_without_podstack, point_registry_at
 
-from podstack_jupyter.server.routers.metrics import unpack
+from podstack_jupyter.server.wire import unpack
 from podstack_jupyter.tracking import registry
 
 
@@ -51,6 +51,41 @@ def test_a_server_killed_and_restarted_mid_run_loses_no_metric_and_stores_none_t
         history = registry.get_metric_history(run.id, "loss")
         assert [p.step for p in history] == list(range(1200))
         assert [p.value for p in history] == [1.0 / (step + 1) for step in range(1200)]
+        assert registry.get_run(run.id).status == "completed"
+    finally:
+        registry._reset_store()
+
+
+@pytest.mark.parametrize("lost", ["the answer", "the request"])
+def test_a_run_whose_end_request_with_its_last_points_fails_stores_them_once_and_ends(restartable, monkeypatch,
+                                                                                       lost):
+    """A run's last points go with its end in one request. When that request fails (its answer lost:
+    the server did it all; or the request itself lost), the points are sent again under the same batch
+    id and the run is ended again: every point stored once, the run completed, its object up to date."""
+    from podstack_jupyter.tracking.store import rest
+
+    project_id, key = restartable.new_project()
+    point_registry_at(restartable, monkeypatch, project_id, key)
+    original, failed = rest.RESTStore._call, []
+
+    def failing_once(self, method, path, body=None, *args, **kwargs):
+        if method == "PATCH" and isinstance(body, dict) and "metrics" in body and not failed:
+            failed.append(body["metrics"]["batch_id"])
+            if lost == "the answer":
+                original(self, method, path, body, *args, **kwargs)
+            raise rest._Unreachable(f"test: {lost} was lost")
+        return original(self, method, path, body, *args, **kwargs)
+
+    monkeypatch.setattr(rest.RESTStore, "_call", failing_once)
+    try:
+        registry.set_experiment("faults")
+        with registry.start_run("ends twice") as run:
+            for step in range(30):
+                registry.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+        assert failed, "the run's end did not carry its last points"
+        history = registry.get_metric_history(run.id, "loss")
+        assert [p.step for p in history] == list(range(30))
+        assert run.status == "completed" and run.metrics == {"loss": 1.0 / 30}
         assert registry.get_run(run.id).status == "completed"
     finally:
         registry._reset_store()

@@ -378,3 +378,38 @@ def test_the_rest_store_answers_each_thread_its_own_calls(local_server, tmp_path
         assert not wrong, wrong[:3]
     finally:
         store.close()
+
+
+def _packed(typecode: str, items) -> str:
+    import array
+    import base64
+    import sys
+
+    packed = array.array(typecode, items)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode()
+
+
+def test_ending_a_run_with_its_last_points_stores_them_once_and_bad_points_end_nothing(local_server):
+    """PATCH /runs/{id} with an ended status and `metrics` (a batch): the points are stored (once per
+    batch id), then the run ends and is answered with them; a malformed batch, or points with a
+    status that does not end the run, are refused (400) and the run stays as it was."""
+    project_id, key = local_server.new_project()
+    with api(local_server, key, project_id) as client:
+        run_id = new_run(client)
+        series = {"run_id": run_id, "key": "loss", "count": 2, "steps": _packed("q", [0, 1]),
+                  "values": _packed("d", [0.5, 0.25]), "timestamps": _packed("d", [1.0, 2.0])}
+        bad = client.patch(f"/runs/{run_id}", json={"status": "completed", "metrics": {
+            "batch_id": "b1", "series": [{**series, "values": "not base64!"}]}})
+        assert bad.status_code == 400 and "values is not base64" in bad.json()["error"]
+        running = client.patch(f"/runs/{run_id}", json={"status": "running", "metrics": {"series": [series]}})
+        assert running.status_code == 400 and "ended status" in running.json()["error"]
+        assert client.get(f"/runs/{run_id}").json()["status"] == "running"
+        for _ in range(2):  # the same batch again (a retry): stored once
+            ended = client.patch(f"/runs/{run_id}", json={"status": "completed", "end_time": 3.0,
+                                                          "metrics": {"batch_id": "b1", "series": [series]}})
+            assert ended.status_code == 200, ended.text
+            assert ended.json()["status"] == "completed" and ended.json()["metrics"] == {"loss": 0.25}
+        history = client.get(f"/runs/{run_id}/metrics/loss/history").json()["metrics"]
+        assert [(m["step"], m["value"]) for m in history] == [(0, 0.5), (1, 0.25)]

@@ -3,41 +3,18 @@ project's REST store sends (many runs and keys in one transaction, stored once p
 
 from __future__ import annotations
 
-import array
-import base64
-import binascii
-import sys
 import time
 
 from fastapi import APIRouter, Depends, Query
 
-from ...errors import InvalidArgumentError
 from ...tracking import _validate as V
 from ..deps import project
 from ..state import ProjectContext
-from ..wire import JSON, MetricBatchIn, MetricsIn, metric_json
+from ..wire import JSON, MetricBatchIn, MetricsIn, metric_json, unpack
 
-__all__ = ["router", "unpack"]
+__all__ = ["router"]
 
 router = APIRouter(tags=["metrics"])
-
-_BIG_ENDIAN = sys.byteorder == "big"
-
-
-def unpack(typecode: str, text: str, count: int, what: str) -> array.array:
-    """A base64 little-endian array of ``count`` items (``InvalidArgumentError`` naming ``what``)."""
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidArgumentError(f"{what} is not base64") from None
-    items = array.array(typecode)
-    if len(raw) != count * items.itemsize:
-        raise InvalidArgumentError(f"{what} holds {len(raw)} bytes, not the {count * items.itemsize} of {count} "
-                                   f"{'int64' if typecode == 'q' else 'float64'} values")
-    items.frombytes(raw)
-    if _BIG_ENDIAN:
-        items.byteswap()
-    return items
 
 
 @router.post("/runs/{run_id}/metrics", summary="Log metric points of a run")
@@ -56,17 +33,7 @@ def log_batch(body: MetricBatchIn, ctx: ProjectContext = Depends(project)):
     """Series of points, each `{run_id, key, count, steps, values, timestamps}` with the three
     arrays as base64 of little-endian int64 / float64 / float64 (epoch seconds), written in one
     transaction. A batch sent again with the same `batch_id` is stored once: `{"stored": 0}`."""
-    series = []
-    for s in body.series:
-        if s.encoding != "base64-le":
-            raise InvalidArgumentError(f"series encoding must be 'base64-le', got {s.encoding!r}")
-        if s.count < 0:
-            raise InvalidArgumentError(f"series count must be >= 0, got {s.count}")
-        where = f"metric {s.key!r} of run {s.run_id!r}"
-        series.append((s.run_id, s.key, unpack("q", s.steps, s.count, f"{where}: steps"),
-                       unpack("d", s.values, s.count, f"{where}: values"),
-                       unpack("d", s.timestamps, s.count, f"{where}: timestamps")))
-    return JSON({"stored": ctx.tracking.log_series(series, batch_id=body.batch_id)})
+    return JSON({"stored": ctx.tracking.log_series(body.columns(), batch_id=body.batch_id)})
 
 
 @router.get("/runs/{run_id}/metrics/{key:text}/history", summary="Every point of one metric")

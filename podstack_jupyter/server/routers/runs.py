@@ -101,13 +101,18 @@ def search_runs(body: SearchIn, ctx: ProjectContext = Depends(project)):
 @router.patch("/runs/{run_id}", summary="Resume, end or rename a run")
 def update_run(run_id: str, body: RunUpdate, ctx: ProjectContext = Depends(project)):
     """`status: "running"` resumes an ended run (with `name`, renames it); an ended status
-    (`completed`, `failed`, `killed`) ends it at `end_time` (epoch seconds, default now)."""
+    (`completed`, `failed`, `killed`) ends it at `end_time` (epoch seconds, default now), storing
+    `metrics` (a batch as for /metrics/batch) first. Answers the run."""
     record = None
+    if body.metrics is not None and body.status not in ENDED_STATUSES:
+        raise InvalidArgumentError("metrics go with an ended status only (or to /metrics/batch)")
     if body.status == "running":
         ctx.tracking.resume_run(run_id, name=body.name)
     elif body.status in ENDED_STATUSES:
         if body.name is not None:
             raise InvalidArgumentError("rename a run by resuming it (status 'running' with a name)")
+        if body.metrics is not None:  # the run's last points: stored (once per batch id) before it ends
+            ctx.tracking.log_series(body.metrics.columns(), batch_id=body.metrics.batch_id)
         finalize_pending(ctx, run_id)
         record = ctx.tracking.end_run(run_id, body.status, body.end_time)
     else:

@@ -58,6 +58,14 @@ DATASET_CONTEXTS = ("training", "validation", "test")
 SOURCE_TYPES = ("local", "s3", "gcs", "url")
 
 
+def series_points(series: list) -> list:
+    """Metric series ``[(run_id, key, steps, values, timestamps)]`` as points ``(run_id, key, value, step, timestamp)``."""
+    points = []
+    for run_id, key, steps, values, stamps in series:
+        points += zip(itertools.repeat(run_id), itertools.repeat(key), values, steps, stamps)
+    return points
+
+
 class Store(abc.ABC):
     """Persistence of experiments, runs, metrics, datasets, artifacts index and the model registry."""
 
@@ -131,10 +139,7 @@ class Store(abc.ABC):
         """Append metric points given per metric, ``[(run_id, key, steps, values, timestamps)]`` (equal-length
         lists in logging order), in one transaction: the same as ``log_metrics`` with those points, without
         a tuple per point (the metric flusher writes this way). Stores that take columns override it."""
-        points = []
-        for run_id, key, steps, values, stamps in series:
-            points += zip(itertools.repeat(run_id), itertools.repeat(key), values, steps, stamps)
-        self.log_metrics(points)
+        self.log_metrics(series_points(series))
 
     @abc.abstractmethod
     def get_metric_history(self, run_id: str, key: str) -> dict:

@@ -53,7 +53,7 @@ from urllib.parse import quote
 from ... import errors as E
 from ...artifacts._base import ArtifactStore, write_verified
 from . import _http
-from ._base import Store
+from ._base import Store, series_points
 
 __all__ = ["RESTStore", "RESTArtifactStore", "OFFLINE_JOURNAL"]
 
@@ -312,6 +312,31 @@ class RESTStore(Store):
         changes = {k: fields[k] for k in ("status", "end_time", "name") if k in fields}
         return self._run(self._call("PATCH", f"/runs/{_q(run_id)}", changes))
 
+    ends_runs_with_series = True
+
+    def end_run_with_series(self, run_id, fields, series):
+        """``log_metric_series(series)`` then ``update_run(run_id, fields)`` (an ended status) in one
+        request: the run's last points ride with its end. Their batch id is kept for a retry when
+        the request fails, as in ``log_metrics``."""
+        points = series_points(series)
+        with self._metrics_lock:
+            batches = self._batches(points)
+            if len(batches) == 1 and points:
+                (batch_id, batch), = batches
+                changes = {k: fields[k] for k in ("status", "end_time") if k in fields}
+                if changes.get("status") in (None, "running") or set(fields) - set(changes):
+                    raise E.InvalidArgumentError(f"end_run_with_series: an ended status and its time, not {fields}")
+                self.cache.drain(run_id, wait=False)
+                body = {**changes, "metrics": {"batch_id": batch_id, "series": self._series(batch)}}
+                try:
+                    return self._run(self._call("PATCH", f"/runs/{_q(run_id)}", body))
+                except BaseException:
+                    self._unacknowledged = batches
+                    raise
+            self._unacknowledged = batches  # sent the usual way below, under the same ids
+        self.log_metrics(points)
+        return self.update_run(run_id, fields)
+
     def get_runs(self, run_ids):
         run_ids = list(run_ids)
         found = []
@@ -352,22 +377,28 @@ class RESTStore(Store):
         if not points:
             return
         with self._metrics_lock:
-            batches = []
-            while self._unacknowledged:
-                batch_id, sent = self._unacknowledged[0]
-                if points[:len(sent)] != sent:  # the caller gave up on them: nothing left to match
-                    self._unacknowledged = []
-                    break
-                batches.append(self._unacknowledged.pop(0))
-                points = points[len(sent):]
-            for i in range(0, len(points), _MAX_BATCH_POINTS):
-                batches.append((uuid.uuid4().hex, points[i:i + _MAX_BATCH_POINTS]))
+            batches = self._batches(points)
             for n, (batch_id, batch) in enumerate(batches):
                 try:
                     self._call("POST", "/metrics/batch", {"batch_id": batch_id, "series": self._series(batch)})
                 except BaseException:
                     self._unacknowledged = batches[n:]
                     raise
+
+    def _batches(self, points: list) -> list:
+        """``points`` as ``[(batch id, points)]``: the ids of a failed call's batches again where the
+        same points are sent again, new ids for the rest (taken with ``_metrics_lock``)."""
+        batches = []
+        while self._unacknowledged:
+            batch_id, sent = self._unacknowledged[0]
+            if points[:len(sent)] != sent:  # the caller gave up on them: nothing left to match
+                self._unacknowledged = []
+                break
+            batches.append(self._unacknowledged.pop(0))
+            points = points[len(sent):]
+        for i in range(0, len(points), _MAX_BATCH_POINTS):
+            batches.append((uuid.uuid4().hex, points[i:i + _MAX_BATCH_POINTS]))
+        return batches
 
     @staticmethod
     def _series(points) -> list:
