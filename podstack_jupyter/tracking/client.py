@@ -298,13 +298,8 @@ class TrackingClient:
             raise InvalidArgumentError(f"end_run: status {status!r} is not one of {list(ENDED_STATUSES)}")
         end_time = time.time() if end_time is None else V.number("end_time", end_time)
         fields = {"status": status, "end_time": end_time}
-        if not last_series:
-            record = self.store.update_run(run_id, fields)
-        elif getattr(self.store, "ends_runs_with_series", False):
-            record = self.store.end_run_with_series(run_id, fields, last_series)
-        else:
-            self.store.log_metric_series(last_series)
-            record = self.store.update_run(run_id, fields)
+        record = (self.store.end_run_with_series(run_id, fields, last_series) if last_series
+                  else self.store.update_run(run_id, fields))
         if events.has_subscribers("run.ended"):
             events.publish("run.ended", run_id=run_id, status=status, end_time=end_time)
         return record

@@ -218,8 +218,7 @@ def end_run(status: str = "completed", *, run_id: str | None = None) -> None:
 
     one_run = [run.id for run in ended] == [run_id] and metric_buffer.store is tracking.store
     try:
-        metric_buffer.flush(last=end_with if one_run and getattr(tracking.store, "ends_runs_with_series", False)
-                            else None)
+        metric_buffer.flush(last=end_with if one_run and tracking.store.ends_runs_with_series else None)
     finally:
         if not ended:  # not active here: just record the status
             tracking.end_run(run_id, status, now)

@@ -72,6 +72,9 @@ class Store(abc.ABC):
     #: whether ``log_metrics`` refuses points of an unknown run itself (``RunNotFoundError``,
     #: nothing written), so that a caller need not look the runs up first
     checks_runs_on_write = False
+    #: whether ``end_run_with_series`` writes the points and ends the run in one call (a server:
+    #: one request), so that the metric buffer hands a run's last points to its end
+    ends_runs_with_series = False
 
     # -- experiments ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -99,6 +102,12 @@ class Store(abc.ABC):
         """Set some of ``status``, ``end_time``, ``name``, ``source``, ``gpu`` of a run. Returns
         the updated run record where the store has it at no cost (a server's answer, PostgreSQL's reply
         in the same round trip), else ``None``."""
+
+    def end_run_with_series(self, run_id: str, fields: dict, series: list) -> dict | None:
+        """``log_metric_series(series)``, then ``update_run(run_id, fields)`` (an ended status):
+        what ``update_run`` returns. Stores that ``ends_runs_with_series`` do both at once."""
+        self.log_metric_series(series)
+        return self.update_run(run_id, fields)
 
     @abc.abstractmethod
     def get_runs(self, run_ids: list) -> list:

@@ -304,37 +304,37 @@ class RESTStore(Store):
         self._known_runs.add(run["id"])
 
     def update_run(self, run_id, fields):
+        return self._run(self._call("PATCH", f"/runs/{_q(run_id)}", self._run_changes(run_id, fields)))
+
+    def _run_changes(self, run_id, fields) -> dict:
+        """The PATCH body of ``fields``; before an end, artifacts logged while the server was away go up."""
         unknown = set(fields) - {"status", "end_time", "name"}
         if unknown:
             raise E.InvalidArgumentError(f"update_run: a podstack server run's {sorted(unknown)} cannot be changed")
         if fields.get("status") not in (None, "running"):
             self.cache.drain(run_id, wait=False)  # artifacts logged while the server was away, before the end
-        changes = {k: fields[k] for k in ("status", "end_time", "name") if k in fields}
-        return self._run(self._call("PATCH", f"/runs/{_q(run_id)}", changes))
+        return {k: fields[k] for k in ("status", "end_time", "name") if k in fields}
 
     ends_runs_with_series = True
 
     def end_run_with_series(self, run_id, fields, series):
-        """``log_metric_series(series)`` then ``update_run(run_id, fields)`` (an ended status) in one
-        request: the run's last points ride with its end. Their batch id is kept for a retry when
-        the request fails, as in ``log_metrics``."""
-        points = series_points(series)
+        """The run's last points ride with its end in one request (unless they need more than one).
+        Their batch id is kept for a retry when the request fails, as in ``log_metrics``."""
+        if fields.get("status") in (None, "running"):
+            raise E.InvalidArgumentError(f"end_run_with_series: fields must end the run, got {fields}")
         with self._metrics_lock:
-            batches = self._batches(points)
-            if len(batches) == 1 and points:
+            batches = self._batches(series_points(series))
+            if len(batches) != 1:
+                self._send(batches)
+            else:
                 (batch_id, batch), = batches
-                changes = {k: fields[k] for k in ("status", "end_time") if k in fields}
-                if changes.get("status") in (None, "running") or set(fields) - set(changes):
-                    raise E.InvalidArgumentError(f"end_run_with_series: an ended status and its time, not {fields}")
-                self.cache.drain(run_id, wait=False)
-                body = {**changes, "metrics": {"batch_id": batch_id, "series": self._series(batch)}}
+                body = {**self._run_changes(run_id, fields),
+                        "metrics": {"batch_id": batch_id, "series": self._series(batch)}}
                 try:
                     return self._run(self._call("PATCH", f"/runs/{_q(run_id)}", body))
                 except BaseException:
                     self._unacknowledged = batches
                     raise
-            self._unacknowledged = batches  # sent the usual way below, under the same ids
-        self.log_metrics(points)
         return self.update_run(run_id, fields)
 
     def get_runs(self, run_ids):
@@ -377,13 +377,17 @@ class RESTStore(Store):
         if not points:
             return
         with self._metrics_lock:
-            batches = self._batches(points)
-            for n, (batch_id, batch) in enumerate(batches):
-                try:
-                    self._call("POST", "/metrics/batch", {"batch_id": batch_id, "series": self._series(batch)})
-                except BaseException:
-                    self._unacknowledged = batches[n:]
-                    raise
+            self._send(self._batches(points))
+
+    def _send(self, batches: list) -> None:
+        """POST each of ``_batches``' batches; those not acknowledged are kept for the retry (taken with
+        ``_metrics_lock``)."""
+        for n, (batch_id, batch) in enumerate(batches):
+            try:
+                self._call("POST", "/metrics/batch", {"batch_id": batch_id, "series": self._series(batch)})
+            except BaseException:
+                self._unacknowledged = batches[n:]
+                raise
 
     def _batches(self, points: list) -> list:
         """``points`` as ``[(batch id, points)]``: the ids of a failed call's batches again where the
